@@ -1,0 +1,678 @@
+"""Archive: the one public door into a Cartridge archive.
+
+Everything an adapter does — the FUSE mount, the SQLite VFS, the CLI — goes through this
+class; none of them touches pages. The inode-level methods mirror what a file system needs
+(lookup, getattr, read, write, rename, ...); :class:`~cartfs.core.paths.PathHelpers` adds
+path-level conveniences for scripts (``write_file``, ``read_file``, ``walk``...).
+
+Transactions: every change goes into the one open transaction. ``sync()`` (and ``close()``)
+commits it: dirty chunks are encoded and written, dirty B-tree nodes written bottom-up, the
+allocator state written, all of it synced, and only then the superblock naming it written and
+synced. A crash at any moment leaves the previous commit intact. Commits also happen when
+``commit_bytes`` have been written or ``commit_interval`` seconds passed since the last one
+(checked on each change, and by ``commit_if_due()`` which adapters call from a timer) — never
+one fsync per write. Dirty chunk buffers beyond ``flush_bytes`` are written out early (without
+a sync) so memory stays bounded for files larger than RAM.
+
+Threads: one re-entrant lock serialises all calls, so any number of reader threads and one
+writer may share an Archive. Files unlinked while open (``pin``) live on as orphans until the
+last ``unpin``; a crash before then reclaims them at the next writable open.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
+
+from .alloc import Allocator, AllocatorStatistics
+from .btree import TREE_CATALOG, TREE_SYSTEM, BTree, TxnClock
+from .cache import ARCCache, CacheStatistics
+from .catalog import ROOT_INO, Inode, orphan_key, orphan_range
+from .codec import Sealer
+from .device import Device, FileDevice
+from .errors import (
+    ArchiveClosed,
+    CartError,
+    CorruptArchive,
+    FileTooLarge,
+    IntegrityError,
+    InvalidArgument,
+    IsADirectory,
+    PassphraseRequired,
+    ReadOnly,
+)
+from .filedata import ChunkStore
+from .format import (
+    CODEC_BY_NAME,
+    CODEC_INHERIT,
+    CODEC_NAMES,
+    DEFAULT_CHUNK_SIZE,
+    FEATURE_ENCRYPTED,
+    FIRST_DATA_PAGE,
+    MAX_CHUNK_SIZE,
+    MIN_CHUNK_SIZE,
+    PAGE_SIZE,
+    BlobRef,
+    PageNo,
+    Superblock,
+    TreeRef,
+    TxnId,
+)
+from .keys import KdfParams, new_key_header, unwrap
+from .namespace import MAX_FILE_SIZE, DirEntry, Namespace
+from .pager import Pager, PagerStatistics
+from .paths import PathHelpers
+from .xattrs import XattrStore
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Name = str | bytes
+
+ALLOC_OWNER = b"\0allocator"
+MANIFEST_KEY = b"manifest"
+DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
+DEFAULT_FLUSH_BYTES = 32 * 1024 * 1024
+DEFAULT_COMMIT_BYTES = 512 * 1024 * 1024
+DEFAULT_COMMIT_INTERVAL = 5.0
+
+
+def _locked(method: Callable[Concatenate[Archive, P], R]) -> Callable[Concatenate[Archive, P], R]:
+    @functools.wraps(method)
+    def wrapper(self: Archive, *args: P.args, **kwargs: P.kwargs) -> R:
+        with self._lock:
+            if self._closed:
+                raise ArchiveClosed("archive is closed")
+            return method(self, *args, **kwargs)
+    return cast("Callable[Concatenate[Archive, P], R]", wrapper)
+
+
+def _name(name: Name) -> bytes:
+    return os.fsencode(name)
+
+
+@dataclass(frozen=True)
+class StatFs:
+    """statvfs() figures: free space counts what the archive has free plus what the disk
+    holding it could still grow into."""
+
+    block_size: int
+    blocks: int
+    blocks_free: int
+    blocks_avail: int
+    files: int
+    files_free: int
+    name_max: int
+
+
+@dataclass(frozen=True)
+class ArchiveStatistics:
+    """Live counters from every layer (trio's *Statistics shape)."""
+
+    txid: int
+    commits: int
+    dirty_bytes: int
+    open_inodes: int
+    cache: CacheStatistics
+    pager: PagerStatistics
+    allocator: AllocatorStatistics
+
+
+@dataclass(frozen=True)
+class OpenOptions:
+    """Tuning knobs shared by create() and open()."""
+
+    cache_bytes: int = DEFAULT_CACHE_BYTES
+    flush_bytes: int = DEFAULT_FLUSH_BYTES
+    commit_bytes: int = DEFAULT_COMMIT_BYTES
+    commit_interval: float = DEFAULT_COMMIT_INTERVAL
+
+
+class Archive(PathHelpers):
+    """An open Cartridge archive. Use as a context manager; see the module docstring."""
+
+    root_ino = ROOT_INO
+
+    def __init__(self, device: Device, sb: Superblock, *, writable: bool,
+                 sealer: Sealer | None, options: OpenOptions, path: str | None) -> None:
+        self.path = path
+        self.writable = writable and not sb.frozen
+        self.options = options
+        self._lock = threading.RLock()
+        self._closed = False
+        self._device = device
+        self._cache: ARCCache[Any, Any] = ARCCache(options.cache_bytes)
+        self._pager = Pager(device, self._cache, sealer)
+        self._sb = sb
+        self._clock = TxnClock(sb.txid + 1)
+        self._alloc = self._load_allocator(sb)
+        alloc = self._alloc if self.writable else None
+        self._catalog = BTree(self._pager, alloc, self._clock, TREE_CATALOG, sb.catalog)
+        self._system = BTree(self._pager, alloc, self._clock, TREE_SYSTEM, sb.system,
+                             shared=False)
+        self._chunks = ChunkStore(self._pager, self._catalog, alloc, self._clock,
+                                  sb.chunk_size, sb.codec, sb.codec_level)
+        self._xattrs = XattrStore(self._pager, self._catalog, alloc, self._clock)
+        self._ns = Namespace(self._catalog, self._chunks, self._xattrs,
+                             self._new_ino if self.writable else None)
+        self._next_ino = sb.next_ino
+        self._pins: dict[int, int] = {}
+        self._broken: BaseException | None = None
+        self._meta_dirty = False
+        self._uncommitted = 0
+        self._commits = 0
+        self._last_commit = time.monotonic()
+
+    # ---- opening ----------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], *, compression: str = "lz4",
+               level: int = 0, chunk_size: int = DEFAULT_CHUNK_SIZE, title: str = "",
+               slug: str = "", description: str = "", author: str = "",
+               passphrase: str | bytes | None = None, kdf: KdfParams | None = None,
+               options: OpenOptions | None = None) -> Archive:
+        """Create a new archive file (refusing to overwrite) and open it for writing.
+
+        The file appears under its name only once it is a valid archive (created under a
+        temporary name, then hard-linked into place).
+        """
+        path = os.fspath(path)
+        tmp = f"{path}.creating-{os.getpid()}"
+        device = FileDevice(tmp, writable=True, create=True)
+        try:
+            archive = cls.create_on(device, compression=compression, level=level,
+                                    chunk_size=chunk_size, title=title, slug=slug,
+                                    description=description, author=author,
+                                    passphrase=passphrase, kdf=kdf, options=options, path=path)
+            os.link(tmp, path)
+        except FileExistsError:
+            device.close()
+            raise CartError(f"{path}: already exists") from None
+        except BaseException:
+            device.close()
+            raise
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return archive
+
+    @classmethod
+    def create_on(cls, device: Device, *, compression: str = "lz4", level: int = 0,
+                  chunk_size: int = DEFAULT_CHUNK_SIZE, title: str = "", slug: str = "",
+                  description: str = "", author: str = "",
+                  passphrase: str | bytes | None = None, kdf: KdfParams | None = None,
+                  options: OpenOptions | None = None, path: str | None = None) -> Archive:
+        """Create an archive on an empty device (tests use a MemoryDevice)."""
+        if compression not in CODEC_BY_NAME:
+            raise InvalidArgument(f"unknown compression {compression!r} (lz4, zstd, none)")
+        if not (MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE) or chunk_size & (chunk_size - 1):
+            raise InvalidArgument("chunk size must be a power of two from 4 KiB to 1 MiB")
+        uuid = os.urandom(16)
+        now = time.time_ns()
+        sb = Superblock(txid=TxnId(0), uuid=uuid, total_pages=FIRST_DATA_PAGE,
+                        chunk_size=chunk_size, codec=CODEC_BY_NAME[compression],
+                        codec_level=level, created_ns=now, committed_ns=now)
+        sealer = None
+        if passphrase is not None:
+            header, data_key = new_key_header(passphrase, uuid, kdf)
+            sb = sb.with_(features=FEATURE_ENCRYPTED, key_header=header)
+            sealer = Sealer(data_key, uuid)
+        device.resize(FIRST_DATA_PAGE * PAGE_SIZE)
+        archive = cls(device, sb, writable=True, sealer=sealer,
+                      options=options or OpenOptions(), path=path)
+        root = Inode(ino=ROOT_INO, mode=0o040755, uid=os.getuid(), gid=os.getgid(), nlink=2,
+                     atime_ns=now, mtime_ns=now, ctime_ns=now, btime_ns=now, parent=ROOT_INO)
+        archive._ns.put(root)
+        manifest = {"slug": slug, "title": title, "description": description,
+                    "author": author, "created": now}
+        archive._system.put(MANIFEST_KEY, json.dumps(manifest).encode())
+        archive.sync()
+        archive._pager.write_superblock_slot(archive._sb, (archive._sb.txid + 1) % 2)
+        archive._pager.sync()
+        return archive
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, readonly: bool = False,
+             passphrase: str | bytes | None = None,
+             options: OpenOptions | None = None) -> Archive:
+        """Open an existing archive; read-only opens share the file with other readers."""
+        path = os.fspath(path)
+        device = FileDevice(path, writable=not readonly)
+        try:
+            return cls.open_on(device, readonly=readonly, passphrase=passphrase,
+                               options=options, path=path)
+        except BaseException:
+            device.close()
+            raise
+
+    @classmethod
+    def open_on(cls, device: Device, *, readonly: bool = False,
+                passphrase: str | bytes | None = None, options: OpenOptions | None = None,
+                path: str | None = None) -> Archive:
+        probe = Pager(device, ARCCache(0))
+        sb = probe.read_superblocks()[0]
+        if sb.frozen and not readonly:
+            raise ReadOnly("archive is frozen: it opens read-only only")
+        size = device.size()
+        if size < sb.total_pages * PAGE_SIZE:
+            raise CorruptArchive(
+                f"file is truncated: the archive needs {sb.total_pages * PAGE_SIZE} bytes, "
+                f"the file has {size}", kind="file")
+        sealer = None
+        if sb.encrypted:
+            if passphrase is None:
+                raise PassphraseRequired("archive is encrypted: a passphrase is required")
+            sealer = Sealer(unwrap(sb.key_header, passphrase, sb.uuid), sb.uuid)
+            if not Pager(device, ARCCache(0), sealer).superblock_is_authentic(sb):
+                raise IntegrityError("superblock authentication failed (tampered header)",
+                                     page=sb.txid % 2, kind="superblock")
+        archive = cls(device, sb, writable=not readonly, sealer=sealer,
+                      options=options or OpenOptions(), path=path)
+        if archive.writable:
+            archive._reclaim_orphans()
+        return archive
+
+    def _load_allocator(self, sb: Superblock) -> Allocator:
+        if sb.allocator.empty:
+            return Allocator.fresh(sb.total_pages, self._pager.grow)
+        data = self._pager.read_blob(sb.allocator, ALLOC_OWNER, kind="allocator state")
+        alloc = Allocator.decode(data, self._pager.grow)
+        if alloc.total_pages != sb.total_pages:
+            raise CorruptArchive("allocator and superblock disagree on the file size",
+                                 page=sb.allocator.page, kind="allocator state")
+        return alloc
+
+    def _reclaim_orphans(self) -> None:
+        start, end = orphan_range()
+        orphans = [key for key, _ in self._catalog.items(start, end)]
+        for key in orphans:
+            ino = int.from_bytes(key[9:], "big")
+            if self._ns.exists(ino):
+                self._ns.delete_inode(ino)
+            self._catalog.delete(key)
+        if orphans:
+            self.sync()
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Commit what is pending and release the file."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                if self.writable and self._broken is None:
+                    self._commit()
+            finally:
+                self._closed = True
+                self._device.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @_locked
+    def sync(self) -> None:
+        """Make everything written so far durable (one commit, two syncs)."""
+        self._commit()
+
+    @_locked
+    def commit_if_due(self) -> bool:
+        """Commit if the commit interval has passed with changes pending; adapters call this
+        from a timer. Returns whether a commit happened."""
+        due = time.monotonic() - self._last_commit >= self.options.commit_interval
+        if due and self._has_changes():
+            self._commit()
+            return True
+        return False
+
+    def _has_changes(self) -> bool:
+        return (self._meta_dirty or self._catalog.is_dirty or self._system.is_dirty
+                or self._chunks.is_dirty())
+
+    def _check_writable(self) -> None:
+        if not self.writable:
+            raise ReadOnly("archive is frozen" if self._sb.frozen else
+                           "archive is open read-only")
+        if self._broken is not None:
+            raise CartError(f"archive must be reopened after a failed commit: {self._broken}")
+
+    def _commit(self) -> None:
+        if not self.writable or not self._has_changes():
+            return
+        self._check_writable()
+        txid = self._clock.txid
+        self._alloc.reserve(self._chunks.pending_pages() + self._catalog.dirty_node_count()
+                            + self._system.dirty_node_count() + 16)
+        try:
+            self._chunks.flush(self._codec_for, self._size_of)
+            catalog = self._catalog.write_out()
+            system = self._system.write_out()
+            allocator = self._write_allocator(txid)
+            sb = self._sb.with_(txid=txid, catalog=catalog, system=system, allocator=allocator,
+                                next_ino=self._next_ino, total_pages=self._alloc.total_pages,
+                                committed_ns=time.time_ns())
+            self._sb = self._pager.commit_superblock(sb)
+        except BaseException as exc:
+            self._broken = exc
+            raise
+        self._alloc.release(txid)
+        self._clock.txid = TxnId(txid + 1)
+        self._meta_dirty = False
+        self._uncommitted = 0
+        self._commits += 1
+        self._last_commit = time.monotonic()
+
+    def _write_allocator(self, txid: TxnId) -> BlobRef:
+        old = self._sb.allocator
+        if not old.empty:
+            self._alloc.free(old.page, old.npages, old.birth, txid, shared=False)
+        size = len(self._alloc.encode()) + 64
+        while True:
+            npages = self._pager.blob_pages(size)
+            page = self._alloc.allocate(npages)
+            data = self._alloc.encode()
+            if self._pager.blob_pages(len(data)) <= npages:
+                return self._pager.write_blob(PageNo(page), txid, ALLOC_OWNER, data)
+            self._alloc.free_now(page, npages)
+            size = len(data) + 64
+
+    def _after_change(self, nbytes: int = 0) -> None:
+        """Group commit: commit on size or time thresholds, never per write."""
+        self._uncommitted += nbytes
+        if (self._uncommitted >= self.options.commit_bytes
+                or time.monotonic() - self._last_commit >= self.options.commit_interval):
+            self._commit()
+
+    def _flush_if_needed(self) -> None:
+        """Bound dirty memory: encode chunks early (without syncing) past flush_bytes."""
+        if self._chunks.dirty_bytes >= self.options.flush_bytes:
+            self._alloc.reserve(self._chunks.pending_pages() + 16)
+            self._chunks.flush(self._codec_for, self._size_of)
+
+    def _codec_for(self, ino: int) -> int:
+        codec = self._ns.get(ino).codec
+        return self._sb.codec if codec == CODEC_INHERIT else codec
+
+    def _size_of(self, ino: int) -> int:
+        return self._ns.get(ino).size if self._ns.exists(ino) else 0
+
+    def _new_ino(self) -> int:
+        ino = self._next_ino
+        self._next_ino += 1
+        self._meta_dirty = True
+        return ino
+
+    # ---- inode-level API --------------------------------------------------------------------
+
+    @_locked
+    def lookup(self, parent: int, name: Name) -> Inode:
+        return self._ns.lookup(parent, _name(name))
+
+    @_locked
+    def getattr(self, ino: int) -> Inode:
+        return self._ns.get(ino)
+
+    @_locked
+    def setattr(self, ino: int, *, mode: int | None = None, uid: int | None = None,
+                gid: int | None = None, size: int | None = None, atime_ns: int | None = None,
+                mtime_ns: int | None = None, ctime_ns: int | None = None) -> Inode:
+        """chmod, chown, truncate and utimens in one call (None leaves a field alone)."""
+        self._check_writable()
+        if size is not None:
+            self._truncate(ino, size)
+        inode = self._ns.setattr(ino, mode=mode, uid=uid, gid=gid, atime_ns=atime_ns,
+                                 mtime_ns=mtime_ns, ctime_ns=ctime_ns)
+        self._after_change()
+        return inode
+
+    def _make(self, parent: int, name: Name, mode: int, uid: int | None, gid: int | None,
+              rdev: int = 0) -> Inode:
+        self._check_writable()
+        inode = self._ns.make(parent, _name(name), mode,
+                              os.getuid() if uid is None else uid,
+                              os.getgid() if gid is None else gid, rdev)
+        self._after_change()
+        return inode
+
+    @_locked
+    def mkdir(self, parent: int, name: Name, mode: int = 0o755, uid: int | None = None,
+              gid: int | None = None) -> Inode:
+        return self._make(parent, name, 0o040000 | (mode & 0o7777), uid, gid)
+
+    @_locked
+    def create_file(self, parent: int, name: Name, mode: int = 0o644, uid: int | None = None,
+                    gid: int | None = None) -> Inode:
+        """Create an empty regular file (AlreadyExists if the name is taken)."""
+        return self._make(parent, name, 0o100000 | (mode & 0o7777), uid, gid)
+
+    @_locked
+    def mknod(self, parent: int, name: Name, mode: int, rdev: int = 0,
+              uid: int | None = None, gid: int | None = None) -> Inode:
+        """Any file type by its mode bits: regular, FIFO, socket, character/block device."""
+        if mode & 0o170000 in (0, 0o040000, 0o120000):
+            mode = (mode & 0o7777) | (0o100000 if mode & 0o170000 == 0 else mode & 0o170000)
+            if mode & 0o170000 != 0o100000:
+                raise InvalidArgument("use mkdir/symlink for directories and links")
+        return self._make(parent, name, mode, uid, gid, rdev)
+
+    @_locked
+    def symlink(self, parent: int, name: Name, target: Name, uid: int | None = None,
+                gid: int | None = None) -> Inode:
+        self._check_writable()
+        inode = self._ns.symlink(parent, _name(name), _name(target),
+                                 os.getuid() if uid is None else uid,
+                                 os.getgid() if gid is None else gid)
+        self._after_change()
+        return inode
+
+    @_locked
+    def readlink(self, ino: int) -> bytes:
+        return self._ns.readlink(ino)
+
+    @_locked
+    def link(self, ino: int, new_parent: int, new_name: Name) -> Inode:
+        self._check_writable()
+        inode = self._ns.link(ino, new_parent, _name(new_name))
+        self._after_change()
+        return inode
+
+    @_locked
+    def unlink(self, parent: int, name: Name) -> None:
+        self._check_writable()
+        inode = self._ns.unlink(parent, _name(name))
+        self._drop_if_unused(inode)
+        self._after_change()
+
+    @_locked
+    def rmdir(self, parent: int, name: Name) -> None:
+        self._check_writable()
+        inode = self._ns.rmdir(parent, _name(name))
+        self._drop_if_unused(inode)
+        self._after_change()
+
+    @_locked
+    def rename(self, old_parent: int, old_name: Name, new_parent: int, new_name: Name,
+               flags: int = 0) -> None:
+        """rename(2) with RENAME_NOREPLACE (1) and RENAME_EXCHANGE (2)."""
+        self._check_writable()
+        victim = self._ns.rename(old_parent, _name(old_name), new_parent, _name(new_name),
+                                 flags)
+        if victim is not None:
+            self._drop_if_unused(victim)
+        self._after_change()
+
+    def _drop_if_unused(self, inode: Inode) -> None:
+        """An inode without names is deleted now, or at its last unpin (an orphan)."""
+        if inode.nlink > 0:
+            return
+        if self._pins.get(inode.ino):
+            self._catalog.put(orphan_key(inode.ino), b"")
+        else:
+            self._ns.delete_inode(inode.ino)
+
+    @_locked
+    def pin(self, ino: int) -> None:
+        """An open handle (or kernel reference): keep the inode alive if it is unlinked."""
+        self._pins[ino] = self._pins.get(ino, 0) + 1
+
+    @_locked
+    def unpin(self, ino: int, count: int = 1) -> None:
+        left = self._pins.get(ino, 0) - count
+        if left > 0:
+            self._pins[ino] = left
+            return
+        self._pins.pop(ino, None)
+        if self.writable and self._broken is None and self._ns.exists(ino) \
+                and self._ns.get(ino).nlink == 0:
+            self._ns.delete_inode(ino)
+            self._catalog.delete(orphan_key(ino))
+            self._after_change()
+
+    @_locked
+    def read(self, ino: int, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes from ``offset``; short only at end of file."""
+        inode = self._ns.get(ino)
+        if inode.is_dir:
+            raise IsADirectory("is a directory")
+        if offset < 0 or size < 0:
+            raise InvalidArgument("negative offset or size")
+        return self._chunks.read(ino, inode.size, offset, size)
+
+    @_locked
+    def write(self, ino: int, offset: int, data: bytes | bytearray | memoryview) -> int:
+        """Write ``data`` at ``offset`` (extending the file, zero-filling any gap)."""
+        self._check_writable()
+        inode = self._ns.get(ino)
+        if inode.is_dir:
+            raise IsADirectory("is a directory")
+        if not inode.is_reg:
+            raise InvalidArgument("not a regular file")
+        length = len(data) if not isinstance(data, memoryview) else data.nbytes
+        if offset < 0 or offset + length > MAX_FILE_SIZE:
+            raise FileTooLarge("offset beyond the largest file size")
+        self._flush_if_needed()
+        self._chunks.write(ino, offset, data)
+        now = time.time_ns()
+        self._ns.put(inode.with_(size=max(inode.size, offset + length), mtime_ns=now,
+                                 ctime_ns=now))
+        self._after_change(length)
+        return length
+
+    def _truncate(self, ino: int, size: int) -> None:
+        inode = self._ns.get(ino)
+        if inode.is_dir:
+            raise IsADirectory("is a directory")
+        if not inode.is_reg:
+            raise InvalidArgument("not a regular file")
+        if size < 0 or size > MAX_FILE_SIZE:
+            raise FileTooLarge("size out of range") if size > 0 else \
+                InvalidArgument("negative size")
+        self._chunks.truncate(ino, inode.size, size)
+        now = time.time_ns()
+        self._ns.put(inode.with_(size=size, mtime_ns=now, ctime_ns=now))
+
+    @_locked
+    def truncate(self, ino: int, size: int) -> Inode:
+        self._check_writable()
+        self._truncate(ino, size)
+        self._after_change()
+        return self._ns.get(ino)
+
+    @_locked
+    def readdir(self, ino: int, after: int = 0, limit: int = 1 << 30) -> list[DirEntry]:
+        """Entries after cookie ``after`` (0 = from the start); each carries its cookie."""
+        return self._ns.readdir(ino, after, limit)
+
+    @_locked
+    def getxattr(self, ino: int, name: Name) -> bytes:
+        return self._ns.getxattr(ino, _name(name))
+
+    @_locked
+    def listxattr(self, ino: int) -> list[bytes]:
+        return self._ns.listxattr(ino)
+
+    @_locked
+    def setxattr(self, ino: int, name: Name, value: bytes, flags: int = 0) -> None:
+        """flags: XATTR_CREATE (1) fails if present, XATTR_REPLACE (2) if absent."""
+        self._check_writable()
+        self._ns.setxattr(ino, _name(name), bytes(value), flags)
+        self._after_change()
+
+    @_locked
+    def removexattr(self, ino: int, name: Name) -> None:
+        self._check_writable()
+        self._ns.removexattr(ino, _name(name))
+        self._after_change()
+
+    @_locked
+    def set_codec(self, ino: int, codec: str | None) -> Inode:
+        """Per-file compression override (None = archive default); applies to new writes."""
+        self._check_writable()
+        if codec is not None and codec not in CODEC_BY_NAME:
+            raise InvalidArgument(f"unknown compression {codec!r}")
+        inode = self._ns.get(ino)
+        value = CODEC_INHERIT if codec is None else CODEC_BY_NAME[codec]
+        inode = self._ns.put(inode.with_(codec=value))
+        self._after_change()
+        return inode
+
+    # ---- archive-wide -----------------------------------------------------------------------
+
+    @_locked
+    def statfs(self) -> StatFs:
+        stats = self._alloc.statistics()
+        host_free = 0
+        if self.path is not None and self.writable:
+            vfs = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
+            host_free = vfs.f_bavail * vfs.f_frsize // PAGE_SIZE
+        free = stats.free_pages + stats.pending_pages + host_free
+        return StatFs(PAGE_SIZE, stats.total_pages + host_free, free, free,
+                      self._next_ino + (1 << 32), 1 << 32, 255)
+
+    @property
+    def superblock(self) -> Superblock:
+        return self._sb
+
+    @property
+    def compression(self) -> str:
+        return CODEC_NAMES[self._sb.codec]
+
+    @_locked
+    def manifest(self) -> dict[str, Any]:
+        raw = self._system.get(MANIFEST_KEY)
+        data: dict[str, Any] = json.loads(raw) if raw else {}
+        return data
+
+    @_locked
+    def set_manifest(self, *, slug: str | None = None, title: str | None = None,
+                     description: str | None = None, author: str | None = None) -> None:
+        """Change the manifest fields given (None leaves a field alone)."""
+        self._check_writable()
+        data = self.manifest()
+        changes = {"slug": slug, "title": title, "description": description, "author": author}
+        data.update({k: v for k, v in changes.items() if v is not None})
+        self._system.put(MANIFEST_KEY, json.dumps(data).encode())
+        self._after_change()
+
+    @_locked
+    def statistics(self) -> ArchiveStatistics:
+        return ArchiveStatistics(self._sb.txid, self._commits, self._chunks.dirty_bytes,
+                                 len(self._pins), self._cache.statistics(),
+                                 self._pager.statistics(), self._alloc.statistics())
+
+    # ---- internals for core modules (fsck, info, snapshots) ---------------------------------
+
+    def _snapshot_roots(self) -> list[tuple[str, TreeRef]]:
+        return []

@@ -1,0 +1,244 @@
+"""File contents: fixed-size logical chunks, each compressed, sealed and stored as a unit.
+
+Theory of operation
+-------------------
+A file is cut into chunks of ``chunk_size`` bytes (64 KiB by default). Chunk n covers bytes
+``[n*chunk_size, (n+1)*chunk_size)`` and is named in the catalog by the key (ino, CHUNK, n).
+A missing chunk is a hole and reads as zeros; a chunk may be shorter than chunk_size (the tail
+of a file) and bytes past its logical length read as zeros too.
+
+Writes go to a *dirty buffer* per chunk (a bytearray holding the chunk's current logical
+bytes) — a 4 KiB write touches one chunk and never the rest of the file. Dirty buffers are
+encoded (compressed, sealed, written to a freshly allocated extent, or kept inline in the leaf
+when tiny) only when the archive flushes: at commit, or earlier when they exceed the flush
+budget. A chunk rewritten many times within one transaction is encoded once. The old extent is
+freed copy-on-write (it stays valid until the new state is durable).
+
+Decoded chunks are cached in the ARC pool under ``("c", page, birth)``; like node pages, a
+page is only reused with a new birth, so cached chunks are never stale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .alloc import Allocator
+from .btree import BTree, TxnClock
+from .catalog import INLINE_VALUE_MAX, chunk_key, chunk_no_of, chunk_range
+from .codec import compress, decompress
+from .errors import CorruptArchive
+from .format import (
+    CHUNK_INLINE_HEAD,
+    CODEC_NONE,
+    ChunkPtr,
+    PageNo,
+    TxnId,
+    crc32,
+    decode_chunk_ptr,
+    encode_chunk_ptr,
+)
+from .pager import Pager
+
+INLINE_STORED_MAX = INLINE_VALUE_MAX - CHUNK_INLINE_HEAD.size
+
+
+class ChunkStore:
+    """Reads and writes file bytes for one catalog tree (the live one or a snapshot's)."""
+
+    def __init__(self, pager: Pager, tree: BTree, alloc: Allocator | None, clock: TxnClock,
+                 chunk_size: int, default_codec: int, codec_level: int) -> None:
+        self.pager = pager
+        self.tree = tree
+        self.alloc = alloc
+        self.clock = clock
+        self.chunk_size = chunk_size
+        self.default_codec = default_codec
+        self.codec_level = codec_level
+        self._dirty: dict[tuple[int, int], bytearray] = {}
+        self.dirty_bytes = 0
+        self._zero = bytes(chunk_size)
+
+    # ---- reading ----------------------------------------------------------------------------
+
+    def pointer(self, ino: int, chunk_no: int) -> ChunkPtr | None:
+        value = self.tree.get(chunk_key(ino, chunk_no))
+        return None if value is None else decode_chunk_ptr(value)
+
+    def decode(self, ino: int, chunk_no: int, ptr: ChunkPtr) -> bytes:
+        """The logical bytes of a stored chunk (cached by extent)."""
+        if ptr.inline_data is not None:
+            return decompress(ptr.codec, ptr.inline_data, ptr.logical)
+        key = ("c", ptr.page, ptr.birth)
+        data: bytes | None = self.pager.cache.get(key)
+        if data is None:
+            data = self.load_extent(ino, chunk_no, ptr)
+            self.pager.cache.put(key, data, len(data) or 1)
+        return data
+
+    def load_extent(self, ino: int, chunk_no: int, ptr: ChunkPtr) -> bytes:
+        """Read, check, open and decompress one extent chunk — no shared state touched."""
+        where = f"chunk {chunk_no} of inode {ino}"
+        stored = self.pager.read_extent(ptr.page, ptr.stored, ptr.checksum, kind=where)
+        plain = self.pager.open_extent(stored, chunk_key(ino, chunk_no), ptr.birth,
+                                       page=ptr.page, kind=where, sealed=ptr.sealed)
+        try:
+            return decompress(ptr.codec, plain, ptr.logical)
+        except CorruptArchive as exc:
+            raise CorruptArchive(exc.reason, page=ptr.page, kind=where) from None
+
+    def chunk_bytes(self, ino: int, chunk_no: int) -> bytes | bytearray:
+        """Current logical bytes of a chunk: dirty buffer, else stored, else b'' (hole)."""
+        buf = self._dirty.get((ino, chunk_no))
+        if buf is not None:
+            return buf
+        ptr = self.pointer(ino, chunk_no)
+        return b"" if ptr is None else self.decode(ino, chunk_no, ptr)
+
+    def read(self, ino: int, file_size: int, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes at ``offset`` (short only at end of file)."""
+        end = min(offset + size, file_size)
+        if offset >= end:
+            return b""
+        cs = self.chunk_size
+        first, last = offset // cs, (end - 1) // cs
+        if first == last:
+            return self._slice(ino, first, offset - first * cs, end - offset)
+        parts = []
+        for chunk_no in range(first, last + 1):
+            lo = max(offset, chunk_no * cs) - chunk_no * cs
+            hi = min(end, (chunk_no + 1) * cs) - chunk_no * cs
+            parts.append(self._slice(ino, chunk_no, lo, hi - lo))
+        return b"".join(parts)
+
+    def _slice(self, ino: int, chunk_no: int, lo: int, length: int) -> bytes:
+        data = self.chunk_bytes(ino, chunk_no)
+        piece = bytes(memoryview(data)[lo:lo + length]) if lo < len(data) else b""
+        if len(piece) < length:
+            piece += bytes(length - len(piece))
+        return piece
+
+    # ---- writing ----------------------------------------------------------------------------
+
+    def write(self, ino: int, offset: int, data: bytes | bytearray | memoryview) -> None:
+        """Copy ``data`` into the dirty buffers of the chunks it covers."""
+        view = memoryview(data).cast("B")
+        cs = self.chunk_size
+        pos = 0
+        while pos < len(view):
+            chunk_no, lo = divmod(offset + pos, cs)
+            n = min(cs - lo, len(view) - pos)
+            self._write_chunk(ino, chunk_no, lo, view[pos:pos + n])
+            pos += n
+
+    def _write_chunk(self, ino: int, chunk_no: int, lo: int, piece: memoryview) -> None:
+        key = (ino, chunk_no)
+        buf = self._dirty.get(key)
+        if buf is None:
+            if lo == 0 and len(piece) == self.chunk_size:
+                buf = bytearray(piece)
+                self._dirty[key] = buf
+                self.dirty_bytes += len(buf)
+                return
+            buf = bytearray(self.chunk_bytes(ino, chunk_no))
+            self._dirty[key] = buf
+            self.dirty_bytes += len(buf)
+        before = len(buf)
+        if lo > before:
+            buf.extend(bytes(lo - before))
+        buf[lo:lo + len(piece)] = piece
+        self.dirty_bytes += len(buf) - before
+
+    def truncate(self, ino: int, old_size: int, new_size: int) -> None:
+        """Drop chunks past ``new_size`` and cut the chunk that holds the new end."""
+        cs = self.chunk_size
+        if new_size >= old_size:
+            return
+        keep = -(-new_size // cs)  # chunks [0, keep) survive
+        self.drop_chunks(ino, keep)
+        tail = new_size % cs
+        if tail:
+            chunk_no = new_size // cs
+            data = self.chunk_bytes(ino, chunk_no)
+            if len(data) > tail:
+                self._replace_dirty(ino, chunk_no, bytearray(data[:tail]))
+
+    def _replace_dirty(self, ino: int, chunk_no: int, buf: bytearray) -> None:
+        old = self._dirty.get((ino, chunk_no))
+        self.dirty_bytes += len(buf) - (len(old) if old is not None else 0)
+        self._dirty[(ino, chunk_no)] = buf
+
+    def drop_chunks(self, ino: int, first: int = 0) -> None:
+        """Forget and free every chunk numbered >= first (truncate, delete)."""
+        for dirty_key in [k for k in self._dirty if k[0] == ino and k[1] >= first]:
+            self.dirty_bytes -= len(self._dirty.pop(dirty_key))
+        start, end = chunk_range(ino, first)
+        doomed = list(self.tree.items(start, end))
+        for key, value in doomed:
+            self._free_ptr(decode_chunk_ptr(value))
+            self.tree.delete(key)
+
+    def _free_ptr(self, ptr: ChunkPtr) -> None:
+        if ptr.inline_data is None and self.alloc is not None:
+            self.alloc.free(ptr.page, ptr.npages, ptr.birth, self.clock.txid)
+
+    # ---- flushing ---------------------------------------------------------------------------
+
+    def flush(self, codec_for: Callable[[int], int] | None = None,
+              size_of: Callable[[int], int] | None = None) -> None:
+        """Encode every dirty chunk into the tree (extents written, not yet synced)."""
+        dirty, self._dirty = self._dirty, {}
+        self.dirty_bytes = 0
+        for (ino, chunk_no), buf in sorted(dirty.items()):
+            if size_of is not None:
+                limit = size_of(ino) - chunk_no * self.chunk_size
+                if limit <= 0:
+                    continue
+                if len(buf) > limit:
+                    del buf[limit:]
+            codec = codec_for(ino) if codec_for else self.default_codec
+            self._store(ino, chunk_no, buf, codec)
+
+    def _store(self, ino: int, chunk_no: int, buf: bytearray, codec: int) -> None:
+        key = chunk_key(ino, chunk_no)
+        old = self.tree.get(key)
+        if old is not None:
+            self._free_ptr(decode_chunk_ptr(old))
+        if not buf or buf.count(0) == len(buf):
+            if old is not None:
+                self.tree.delete(key)
+            return
+        overhead = self.pager.sealer.overhead if self.pager.sealer else 0
+        used, stored = compress(buf, codec, self.codec_level,
+                                inline=len(buf) <= INLINE_STORED_MAX, overhead=overhead)
+        if len(stored) <= INLINE_STORED_MAX:
+            ptr = ChunkPtr(used, len(buf), len(stored), inline_data=stored)
+        else:
+            ptr = self._write_extent(key, stored, used, len(buf))
+        self.tree.put(key, encode_chunk_ptr(ptr))
+
+    def _write_extent(self, key: bytes, stored: bytes, codec: int, logical: int) -> ChunkPtr:
+        assert self.alloc is not None
+        birth = self.clock.txid
+        sealed = self.pager.seal_extent(stored, key, birth)
+        page = PageNo(self.alloc.allocate(self.pager.blob_pages(len(stored))))
+        self.pager.write_extent(page, sealed)
+        if codec == CODEC_NONE and self.pager.sealer is None:
+            # A raw chunk decodes to exactly what we wrote: prime the cache for re-reads.
+            self.pager.cache.put(("c", page, birth), bytes(stored), len(stored))
+        return ChunkPtr(codec, logical, len(sealed), crc32(sealed), page, TxnId(birth),
+                        sealed=self.pager.sealer is not None)
+
+    def pending_pages(self) -> int:
+        """Upper bound of pages the dirty buffers need when flushed (for reserve())."""
+        overhead = self.pager.sealer.overhead if self.pager.sealer else 0
+        return sum(self.pager.blob_pages(len(b) + overhead) for b in self._dirty.values())
+
+    def is_dirty(self, ino: int | None = None) -> bool:
+        if ino is None:
+            return bool(self._dirty)
+        return any(k[0] == ino for k in self._dirty)
+
+    def chunk_numbers(self, ino: int) -> list[int]:
+        start, end = chunk_range(ino)
+        stored = {chunk_no_of(k) for k, _ in self.tree.items(start, end)}
+        return sorted(stored | {c for (i, c) in self._dirty if i == ino})
