@@ -458,6 +458,22 @@ class Archive(PathHelpers):
         return self._make(parent, name, 0o100000 | (mode & 0o7777), uid, gid)
 
     @_locked
+    def create_unlinked(self, mode: int = 0o644, uid: int | None = None,
+                        gid: int | None = None) -> Inode:
+        """A regular file with no name yet (like O_TMPFILE), pinned once: fill it, then
+        ``link(ino, parent, name, replace=True)`` publishes it atomically and ``unpin``
+        lets it go. If the process dies first, the next writable open reclaims it, so a
+        half-written file never appears under a name."""
+        self._check_writable()
+        inode = self._ns.make_unlinked(0o100000 | (mode & 0o7777),
+                                       os.getuid() if uid is None else uid,
+                                       os.getgid() if gid is None else gid)
+        self._pins[inode.ino] = self._pins.get(inode.ino, 0) + 1
+        self._catalog.put(orphan_key(inode.ino), b"")
+        self._after_change()
+        return inode
+
+    @_locked
     def mknod(self, parent: int, name: Name, mode: int, rdev: int = 0,
               uid: int | None = None, gid: int | None = None) -> Inode:
         """Any file type by its mode bits: regular, FIFO, socket, character/block device."""
@@ -482,9 +498,20 @@ class Archive(PathHelpers):
         return self._ns.readlink(ino)
 
     @_locked
-    def link(self, ino: int, new_parent: int, new_name: Name) -> Inode:
+    def link(self, ino: int, new_parent: int, new_name: Name, *, replace: bool = False
+             ) -> Inode:
+        """A new name for ``ino``. ``replace=True`` atomically replaces an existing
+        non-directory of that name (as rename does); linking an unlinked file gives it its
+        first name."""
         self._check_writable()
-        inode = self._ns.link(ino, new_parent, _name(new_name))
+        name = _name(new_name)
+        if replace:
+            existing = self._ns.child(new_parent, name)
+            if existing is not None and existing[0] != ino:
+                self._drop_if_unused(self._ns.unlink(new_parent, name))
+        inode = self._ns.link(ino, new_parent, name)
+        if inode.nlink == 1:
+            self._catalog.delete(orphan_key(ino))
         self._after_change()
         return inode
 

@@ -209,6 +209,14 @@ class Namespace:
         self._add_entry(pdir, name, inode.ino, now, nlink_delta=1 if is_dir else 0)
         return inode
 
+    def make_unlinked(self, mode: int, uid: int, gid: int) -> Inode:
+        """A regular file with no name (nlink 0); the archive tracks it as an orphan."""
+        if self._new_ino is None:
+            raise NotPermitted("read-only tree")
+        now = time.time_ns()
+        return self.put(Inode(ino=self._new_ino(), mode=mode, uid=uid, gid=gid, nlink=0,
+                              atime_ns=now, mtime_ns=now, ctime_ns=now, btime_ns=now))
+
     def symlink(self, parent: int, name: bytes, target: bytes, uid: int, gid: int) -> Inode:
         if not target:
             raise NotFound("empty symlink target")

@@ -96,7 +96,7 @@ def evaluate(
             result = compiled.applies(folded, resource, archive_path, ctx)
             if result is False:
                 continue
-            if compiled.effect == "Deny" and result is True:
+            if compiled.effect == "Deny":
                 note = result.reason if isinstance(result, Unknown) else None
                 return _decided(policy, compiled.index, "Deny", (action, resource), note)
             if result is True:
