@@ -72,6 +72,9 @@ def test_get_misses_whenever_generation_differs() -> None:
     assert cache.get("k", 2) is None
     assert cache.get("k", 1) is None  # the old generation is gone for good
     assert len(cache) == 0
+    cache.put("k", 3, decision)
+    assert cache.get("k", 2) is None  # a reader still on an older generation never hits
+    assert cache.get("k", 3) is decision
 
 
 def test_stale_put_is_ignored() -> None:

@@ -799,7 +799,10 @@ ROWS = [
     ),
     Row(
         "Deny with NotResource",
-        [stmt("Allow", sid="A"), stmt("Deny", "cartfs:Write", sid="D", not_resource="arn:cartfs:::/tmp/**")],
+        [
+            stmt("Allow", sid="A"),
+            stmt("Deny", "cartfs:Write", sid="D", not_resource="arn:cartfs:::/tmp/**"),
+        ],
         "cartfs:Write",
         DOC,
         {},
@@ -1041,6 +1044,8 @@ def test_variables_are_literal_in_2008_policies() -> None:
         "Statement": stmt("Allow", "s3:*", "arn:aws:s3:::b/${aws:username}/*", sid="C"),
     }
     policy = Policy.from_json(json.dumps(doc))
-    assert not evaluate([policy], "s3:GetObject", "arn:aws:s3:::b/alice/x", {"aws:username": "alice"}).allowed
+    assert not evaluate(
+        [policy], "s3:GetObject", "arn:aws:s3:::b/alice/x", {"aws:username": "alice"}
+    ).allowed
     literal = "arn:aws:s3:::b/${aws:username}/x"
     assert evaluate([policy], "s3:GetObject", literal, {"aws:username": "alice"}).allowed

@@ -144,9 +144,7 @@ def test_hostile_usernames_never_reach_bob(username: str) -> None:
 
 
 def test_default_value_with_slash_never_matches() -> None:
-    segments = split_segments(
-        tokenize("/home/${aws:username, 'alice/x'}/**", variables=True)
-    )
+    segments = split_segments(tokenize("/home/${aws:username, 'alice/x'}/**", variables=True))
     resolved = tuple(substitute(s, RequestContext()) for s in segments)
     assert all(s is not None for s in resolved)
     glob = PathGlob([s for s in resolved if s is not None])
@@ -158,9 +156,8 @@ def test_default_value_with_slash_never_matches() -> None:
 
 NAMES = st.sampled_from(["a", "b", "ab", "a.", ".a", "...", "%2F", "%2e%2e", "*", "?", "a b"])
 CANONICAL_PATHS = st.lists(NAMES, max_size=6).map(lambda names: "/" + "/".join(names))
-RAW_PATHS = st.lists(
-    st.sampled_from(["a", "b", "ab", ".", "..", "", "%2e", "*"]), max_size=8
-).map(lambda names: "/".join(names))
+RAW_NAMES = st.sampled_from(["a", "b", "ab", ".", "..", "", "%2e", "*"])
+RAW_PATHS = st.lists(RAW_NAMES, max_size=8).map("/".join)
 
 
 @settings(max_examples=300, deadline=None)
@@ -211,7 +208,10 @@ PATTERN_NAMES = st.sampled_from(["a", "b", "*", "?", "a*", "*b", "a?", "**", "*a
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.lists(PATTERN_NAMES, max_size=5), st.lists(st.sampled_from(["a", "b", "ab", "ba", "aab"]), max_size=6))
+@given(
+    st.lists(PATTERN_NAMES, max_size=5),
+    st.lists(st.sampled_from(["a", "b", "ab", "ba", "aab"]), max_size=6),
+)
 def test_path_glob_agrees_with_reference(pattern_names: list[str], names: list[str]) -> None:
     pattern = "/" + "/".join(pattern_names)
     path = "/" + "/".join(names)
@@ -219,6 +219,27 @@ def test_path_glob_agrees_with_reference(pattern_names: list[str], names: list[s
     reference = _reference_path_regex(pattern)
     as_text = "" if path == "/" else path
     assert glob.match(path) == (reference.fullmatch(as_text) is not None), (pattern, path)
+
+
+GLOB_CASES = [
+    ("*ab*b", "aab", False),  # the middle chunk may not overlap the tail
+    ("*ab*b", "abb", True),
+    ("a*a", "a", False),  # head and tail may not overlap
+    ("a*a", "aa", True),
+    ("*", "", True),
+    ("?*", "", False),
+    ("a?c", "a/c", True),  # AWS '?' is any character, '/' included
+    ("*/*", "a/b/c", True),
+    ("*.jpg", "x.jpgx", False),
+    ("a**b", "ab", True),
+    ("", "", True),
+    ("", "a", False),
+]
+
+
+@pytest.mark.parametrize(("pattern", "text", "expected"), GLOB_CASES)
+def test_glob_cases(pattern: str, text: str, expected: bool) -> None:
+    assert Glob.from_text(pattern).match(text) == expected
 
 
 @settings(max_examples=400, deadline=None)

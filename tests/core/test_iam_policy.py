@@ -307,7 +307,11 @@ def test_ten_statement_policy_evaluates_in_microseconds() -> None:
         for i in range(7)
     ]
     statements += [
-        allow(Sid="Net", Action="cartfs:Write", Condition={"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}}),
+        allow(
+            Sid="Net",
+            Action="cartfs:Write",
+            Condition={"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}},
+        ),
         {
             "Sid": "NoSecrets",
             "Effect": "Deny",

@@ -309,7 +309,7 @@ class CompiledCondition:
                 return True
             if self._quantifier is not None:
                 return self._quantifier == "all"
-            return False
+            return self._spec.negated
         parse = _CONTEXT_PARSERS.get(self._spec.family)
 
         def one(raw: str) -> Tri:
