@@ -14,10 +14,10 @@ in exactly one of these states:
 * **pending** — freed by transaction T (copy-on-write replaced it). The previous superblock may
   still point at it, so it becomes free only after T is durable (``release``). In-process
   readers that looked a page up before T committed also hold it back (``hold``/``unhold``);
-* **dead** — freed, but born (birth txid B) no later than the newest snapshot S, so a snapshot
-  may still reach it (ZFS's birth-time rule: a snapshot at S holds what was born at B ≤ S and
-  freed after S). Dead pages return only when a snapshot is deleted and a mark pass proves no
-  remaining root reaches them (the archive runs that pass; see ``release_dead``).
+* **dead** — freed by the live tree, but born (birth txid B) no later than the newest snapshot
+  S, so a snapshot may still reach it (ZFS's birth-time rule: a snapshot at S holds what was
+  born at B ≤ S and freed after S). Dead runs return only when a snapshot is deleted and a mark
+  pass proves no remaining root reaches them (see snapshots.py and ``release_dead``).
 
 Growth: when no free run fits, the file grows by at least 1/8 of its size (1 MiB .. 64 MiB),
 through a callback that reserves real disk blocks, so a full disk raises NoSpace *before* any
@@ -83,7 +83,7 @@ class Allocator:
         self._groups: SortedDict = SortedDict()  # start -> _Group
         self._groups_with_space: SortedList = SortedList()  # starts
         self._pending: dict[int, list[tuple[int, int]]] = {}  # txid -> [(start, n)]
-        self._dead: dict[int, tuple[int, int]] = {}  # start -> (n, birth)
+        self._dead: dict[int, int] = {}  # start -> n: runs a snapshot may still reach
         self._holds: dict[int, int] = {}  # txid -> number of readers holding pages of it
         self.snapshot_horizon = 0  # newest snapshot txid: births <= this may be shared
         self._growths = 0
@@ -214,8 +214,7 @@ class Allocator:
         allocator state and the system tree are never part of a snapshot.
         """
         if shared and birth <= self.snapshot_horizon:
-            if start not in self._dead:
-                self._dead[start] = (n, birth)
+            self._dead.setdefault(start, n)
             return
         self._pending.setdefault(txid, []).append((start, n))
 
@@ -271,15 +270,23 @@ class Allocator:
 
     # ---- snapshots ----------------------------------------------------------------------------
 
-    def dead_entries(self) -> list[tuple[int, int, int]]:
-        """(start, n, birth) of every page run a snapshot may still hold."""
-        return [(start, n, birth) for start, (n, birth) in self._dead.items()]
+    def dead_entries(self) -> list[tuple[int, int]]:
+        """(start, n) of every page run a snapshot may still hold."""
+        return list(self._dead.items())
 
     def release_dead(self, starts: list[int], txid: int) -> None:
         """The archive proved no remaining root reaches these dead runs: free them."""
         for start in starts:
-            n, _birth = self._dead.pop(start)
-            self._pending.setdefault(txid, []).append((start, n))
+            self._pending.setdefault(txid, []).append((start, self._dead.pop(start)))
+
+    def forget_dead(self, starts: list[int]) -> None:
+        """The live tree reaches these runs again (after a restore): it will free them."""
+        for start in starts:
+            del self._dead[start]
+
+    def keep_dead(self, start: int, n: int) -> None:
+        """A run only snapshots reach now (the live tree let go of it in a restore)."""
+        self._dead.setdefault(start, n)
 
     def is_dead(self, start: int) -> bool:
         return start in self._dead
@@ -307,7 +314,7 @@ class Allocator:
     def statistics(self) -> AllocatorStatistics:
         free = self.free_page_count()
         pending = sum(n for _, n in self.iter_pending())
-        dead = sum(n for n, _ in self._dead.values())
+        dead = sum(self._dead.values())
         return AllocatorStatistics(
             total_pages=self.total_pages, free_pages=free,
             used_pages=self.total_pages - free - pending - dead - FIRST_DATA_PAGE,
@@ -361,10 +368,8 @@ class Allocator:
         _put(out, len(self._dead))
         last = 0
         for start in sorted(self._dead):
-            n, birth = self._dead[start]
             _put(out, start - last)
-            _put(out, n)
-            _put(out, birth)
+            _put(out, self._dead[start])
             last = start
         return bytes(out)
 
@@ -391,7 +396,7 @@ class Allocator:
             last = 0
             for _ in range(reader.get()):
                 start = last + reader.get()
-                alloc._dead[start] = (reader.get(), reader.get())
+                alloc._dead[start] = reader.get()
                 last = start
         except (IndexError, ValueError, KeyError) as exc:
             raise CorruptArchive(f"allocator state does not decode: {exc}",

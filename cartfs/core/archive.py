@@ -27,9 +27,10 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
+from . import snapshots
 from .alloc import Allocator, AllocatorStatistics
 from .btree import TREE_CATALOG, TREE_SYSTEM, BTree, TxnClock
 from .cache import ARCCache, CacheStatistics
@@ -37,6 +38,7 @@ from .catalog import ROOT_INO, Inode, orphan_key, orphan_range
 from .codec import Sealer
 from .device import Device, FileDevice
 from .errors import (
+    ArchiveBusy,
     ArchiveClosed,
     CartError,
     CorruptArchive,
@@ -68,6 +70,8 @@ from .keys import KdfParams, new_key_header, unwrap
 from .namespace import MAX_FILE_SIZE, DirEntry, Namespace
 from .pager import Pager, PagerStatistics
 from .paths import PathHelpers
+from .snapshots import SnapshotInfo
+from .views import Change, SnapshotView, diff_trees
 from .xattrs import XattrStore
 
 P = ParamSpec("P")
@@ -702,4 +706,54 @@ class Archive(PathHelpers):
     # ---- internals for core modules (fsck, info, snapshots) ---------------------------------
 
     def _snapshot_roots(self) -> list[tuple[str, TreeRef]]:
-        return []
+        return [(s.name, s.root) for s in snapshots.list_snapshots(self)]
+
+    def _replace_catalog_root(self, root: TreeRef) -> None:
+        """Restore: the live catalog becomes ``root`` (committed by the caller)."""
+        self._catalog.replace_root(root)
+        self._ns.forget_cache()
+        self._meta_dirty = True
+
+    # ---- snapshots --------------------------------------------------------------------------
+
+    @_locked
+    def create_snapshot(self, name: str) -> SnapshotInfo:
+        """Pin the current state (committed first) as a read-only snapshot; O(1)."""
+        self._check_writable()
+        return snapshots.create_snapshot(self, name)
+
+    @_locked
+    def list_snapshots(self, *, usage: bool = False) -> list[SnapshotInfo]:
+        """Snapshots oldest first; ``usage=True`` also computes the bytes each holds alone
+        (what deleting it would free), which walks the trees' metadata."""
+        found = snapshots.list_snapshots(self)
+        if not usage:
+            return found
+        return [replace(s, exclusive_bytes=snapshots.snapshot_usage(self, s)) for s in found]
+
+    @_locked
+    def delete_snapshot(self, name: str) -> None:
+        """Forget a snapshot and free the pages only it held."""
+        self._check_writable()
+        snapshots.delete_snapshot(self, name)
+
+    @_locked
+    def restore_snapshot(self, name: str) -> None:
+        """Make a snapshot's tree the live tree (all snapshots stay). Refused while files
+        are open, since their handles would point into the tree being replaced."""
+        self._check_writable()
+        if self._pins:
+            raise ArchiveBusy("files are open (is the archive mounted?); close them first")
+        snapshots.restore_snapshot(self, name)
+        self._reclaim_orphans()
+
+    @_locked
+    def snapshot(self, name: str) -> SnapshotView:
+        """A read-only view of a snapshot, with the read half of this API."""
+        return SnapshotView(self, snapshots.get_snapshot(self, name))
+
+    def diff(self, old: str | None, new: str | None = None) -> list[Change]:
+        """Paths added, removed or changed from snapshot ``old`` to snapshot ``new`` (None
+        means the live tree)."""
+        return diff_trees(self if old is None else self.snapshot(old),
+                          self if new is None else self.snapshot(new))

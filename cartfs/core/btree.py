@@ -194,6 +194,12 @@ class BTree:
     def is_dirty(self) -> bool:
         return isinstance(self._root, Node)
 
+    def replace_root(self, root: TreeRef) -> None:
+        """Point the tree at another committed root (snapshot restore)."""
+        if isinstance(self._root, Node):
+            raise RuntimeError("replace_root needs a committed tree")
+        self._root = None if root.empty else root
+
     def dirty_node_count(self) -> int:
         """How many pages write_out() will need."""
         count = 0

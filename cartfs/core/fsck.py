@@ -289,7 +289,7 @@ class Checker:
                                     "allocator")
                 owner[page] = (FREE, start)
                 self.report.free_pages += 1
-        for start, n, _birth in alloc.dead_entries():
+        for start, n in alloc.dead_entries():
             for page in range(start, start + n):
                 if page not in owner:
                     self.report.add("page is held for snapshots but no snapshot reaches it",

@@ -1,0 +1,167 @@
+"""Snapshots: named, read-only, copy-on-write pins of a committed catalog root.
+
+Theory of operation
+-------------------
+Creating a snapshot commits, then records ``(name, id, txid, catalog root)`` in the system
+tree — O(1) whatever the archive's size — and raises the allocator's *snapshot horizon* to
+that txid. From then on, a catalog page or extent the live tree frees is kept (on the dead
+list) if it was born at or before the horizon, because a snapshot may still reach it.
+
+Deleting a snapshot removes its record, lowers the horizon to the newest remaining snapshot,
+and sweeps the dead list: every dead run that no remaining root (live tree or snapshot)
+reaches is freed; runs the live tree reaches again (after a restore) leave the dead list,
+since the live tree will free them itself. Marking stops at shared subtrees, so the sweep
+costs about one walk of the archive's metadata (never its data).
+
+Restoring makes the snapshot's root the live root. Pages of the old live tree that no
+snapshot reaches are freed; those a snapshot still reaches join the dead list. The other
+snapshots are untouched.
+
+The system tree (which holds these records) and the allocator state are never part of a
+snapshot: restoring does not bring back old snapshots, policies or the manifest.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .catalog import NAME_MAX
+from .errors import AlreadyExists, InvalidArgument, NameTooLong, NotFound
+from .format import PAGE_SIZE, PageNo, TreeRef, TxnId
+from .reach import catalog_tree, exclusive_pages, reachable_starts, runs_of
+
+if TYPE_CHECKING:
+    from .archive import Archive
+
+SNAP_PREFIX = b"snap/"
+SNAP_SEQ_KEY = b"snapseq"
+_RECORD = struct.Struct("<QQQQqQ")  # id, txid, root page, root birth, created_ns, next_ino
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """One snapshot; ``exclusive_bytes`` is filled in only when asked for (it needs a walk)."""
+
+    name: str
+    id: int
+    txid: int
+    created_ns: int
+    root: TreeRef
+    next_ino: int
+    exclusive_bytes: int | None = None
+
+
+def check_snapshot_name(name: str) -> bytes:
+    raw = name.encode("utf-8", "surrogateescape")
+    if not raw or b"/" in raw or b"\0" in raw or raw in (b".", b".."):
+        raise InvalidArgument(f"invalid snapshot name {name!r}")
+    if len(raw) > NAME_MAX:
+        raise NameTooLong("snapshot name longer than 255 bytes")
+    return raw
+
+
+def _decode(name: bytes, value: bytes) -> SnapshotInfo:
+    sid, txid, page, birth, created, next_ino = _RECORD.unpack(value)
+    return SnapshotInfo(name.decode("utf-8", "surrogateescape"), sid, txid, created,
+                        TreeRef(PageNo(page), TxnId(birth)), next_ino)
+
+
+def list_snapshots(archive: Archive) -> list[SnapshotInfo]:
+    """Every snapshot, oldest first."""
+    end = SNAP_PREFIX[:-1] + bytes((SNAP_PREFIX[-1] + 1,))
+    found = [_decode(key[len(SNAP_PREFIX):], value)
+             for key, value in archive._system.items(SNAP_PREFIX, end)]
+    return sorted(found, key=lambda s: (s.txid, s.id))
+
+
+def get_snapshot(archive: Archive, name: str) -> SnapshotInfo:
+    raw = check_snapshot_name(name)
+    value = archive._system.get(SNAP_PREFIX + raw)
+    if value is None:
+        raise NotFound(f"no snapshot named {name!r}")
+    return _decode(raw, value)
+
+
+def horizon(snapshots: list[SnapshotInfo]) -> int:
+    return max((s.txid for s in snapshots), default=0)
+
+
+def create_snapshot(archive: Archive, name: str) -> SnapshotInfo:
+    """Pin the current state (committing it first) under ``name``."""
+    raw = check_snapshot_name(name)
+    if archive._system.get(SNAP_PREFIX + raw) is not None:
+        raise AlreadyExists(f"snapshot {name!r} exists")
+    archive._commit()
+    sb = archive.superblock
+    seq_raw = archive._system.get(SNAP_SEQ_KEY)
+    sid = (int.from_bytes(seq_raw, "little") if seq_raw else 0) + 1
+    archive._system.put(SNAP_SEQ_KEY, sid.to_bytes(8, "little"))
+    info = SnapshotInfo(name, sid, sb.txid, time.time_ns(), sb.catalog, sb.next_ino)
+    archive._system.put(SNAP_PREFIX + raw, _RECORD.pack(
+        info.id, info.txid, info.root.page, info.root.birth, info.created_ns, info.next_ino))
+    archive._alloc.snapshot_horizon = max(archive._alloc.snapshot_horizon, sb.txid)
+    archive._commit()
+    return info
+
+
+def _other_roots(archive: Archive, exclude: str | None) -> list[TreeRef]:
+    roots = [archive.superblock.catalog]
+    roots += [s.root for s in list_snapshots(archive) if s.name != exclude]
+    return roots
+
+
+def snapshot_usage(archive: Archive, info: SnapshotInfo) -> int:
+    """Bytes that deleting this snapshot would free."""
+    archive._commit()
+    pages = exclusive_pages(archive._pager, archive._clock, info.root,
+                            _other_roots(archive, info.name))
+    return pages * PAGE_SIZE
+
+
+def delete_snapshot(archive: Archive, name: str) -> None:
+    """Forget a snapshot and free the pages only it held."""
+    get_snapshot(archive, name)
+    archive._commit()
+    archive._system.delete(SNAP_PREFIX + check_snapshot_name(name))
+    _sweep_dead(archive)
+    archive._commit()
+
+
+def _sweep_dead(archive: Archive) -> None:
+    """Free dead runs no root reaches; hand runs the live tree reaches back to it."""
+    alloc = archive._alloc
+    remaining = list_snapshots(archive)
+    alloc.snapshot_horizon = horizon(remaining)
+    pager, clock = archive._pager, archive._clock
+    held = reachable_starts(pager, clock, [s.root for s in remaining])
+    live = reachable_starts(pager, clock, [archive.superblock.catalog])
+    doomed: list[int] = []
+    adopted: list[int] = []
+    for start, _n in alloc.dead_entries():
+        if start in held:
+            continue
+        (adopted if start in live else doomed).append(start)
+    alloc.release_dead(doomed, archive._clock.txid)
+    alloc.forget_dead(adopted)
+
+
+def restore_snapshot(archive: Archive, name: str) -> None:
+    """Make the snapshot's tree the live tree; every snapshot stays."""
+    info = get_snapshot(archive, name)
+    archive._commit()
+    old_root = archive.superblock.catalog
+    pager, clock, alloc = archive._pager, archive._clock, archive._alloc
+    held = reachable_starts(pager, clock, [s.root for s in list_snapshots(archive)])
+    txid = clock.txid
+    for start, n in runs_of(catalog_tree(pager, clock, old_root), set()):
+        if start in held:
+            alloc.keep_dead(start, n)
+        elif alloc.is_dead(start):
+            alloc.release_dead([start], txid)
+        else:
+            alloc.free(start, n, 0, txid, shared=False)
+    archive._replace_catalog_root(info.root)
+    archive._commit()
