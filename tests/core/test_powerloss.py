@@ -18,10 +18,11 @@ import pytest
 
 from cartfs.core.archive import Archive, OpenOptions
 from cartfs.core.device import MemoryDevice
-from cartfs.core.errors import AlreadyExists, CartError, NotFound
+from cartfs.core.errors import CartError
 from cartfs.core.fsck import fsck
 from cartfs.testing.faults import FaultyDevice, PowerLoss
 from cartfs.testing.tree import EntryState, diff_states, tree_state
+from cartfs.testing.workload import random_change
 
 NEVER = OpenOptions(commit_bytes=1 << 40, commit_interval=1e9)
 EAGER = OpenOptions(commit_bytes=48 * 1024, flush_bytes=16 * 1024, commit_interval=1e9)
@@ -39,35 +40,6 @@ class Trial:
     failed_in_sync: bool = False
 
 
-def _random_op(archive: Archive, rng: random.Random) -> None:
-    """One random change: files, overwrites past chunk ends, truncates, renames, xattrs..."""
-    files = [p for p, e in tree_state(archive).items() if e.type == "file"]
-    choice = rng.random()
-    try:
-        if choice < 0.3 or not files:
-            path = f"/d{rng.randrange(3)}/f{rng.randrange(12)}"
-            archive.write_file(path, rng.randbytes(rng.choice([0, 100, 3000, 9000, 20000])),
-                               parents=True)
-        elif choice < 0.5:
-            ino = archive.resolve(rng.choice(files)).ino
-            archive.write(ino, rng.randrange(0, 30000), rng.randbytes(rng.randrange(1, 9000)))
-        elif choice < 0.6:
-            archive.truncate(archive.resolve(rng.choice(files)).ino, rng.randrange(0, 25000))
-        elif choice < 0.7:
-            archive.remove(rng.choice(files))
-        elif choice < 0.8:
-            src = rng.choice(files)
-            archive.move(src, f"/d{rng.randrange(3)}/m{rng.randrange(6)}")
-        elif choice < 0.9:
-            ino = archive.resolve(rng.choice(files)).ino
-            archive.setxattr(ino, f"user.k{rng.randrange(3)}",
-                             rng.randbytes(rng.choice([5, 900, 5000])))
-        else:
-            archive.make_hardlink(rng.choice(files), f"/d{rng.randrange(3)}/h{rng.randrange(5)}")
-    except (AlreadyExists, NotFound):
-        pass  # a random name collided or a parent is missing: fine, nothing changed
-
-
 def run_workload(device: FaultyDevice, seed: int, options: OpenOptions, steps: int) -> Trial:
     """Create an archive on ``device`` and change it; stops quietly at PowerLoss."""
     rng = random.Random(seed)
@@ -78,7 +50,7 @@ def run_workload(device: FaultyDevice, seed: int, options: OpenOptions, steps: i
                                     compression=rng.choice(["lz4", "none", "zstd"]))
         trial.durable, trial.in_flight = tree_state(archive), []
         for _ in range(steps):
-            _random_op(archive, rng)
+            random_change(archive, rng)
             current = tree_state(archive)
             if options is EAGER:
                 trial.in_flight.append(current)  # an automatic commit may have happened
