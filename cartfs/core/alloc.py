@@ -86,6 +86,7 @@ class Allocator:
         self._dead: dict[int, int] = {}  # start -> n: runs a snapshot may still reach
         self._holds: dict[int, int] = {}  # txid -> number of readers holding pages of it
         self.snapshot_horizon = 0  # newest snapshot txid: births <= this may be shared
+        self.prefer_low = False  # vacuum: first fit by address, so the file can shrink
         self._growths = 0
 
     # ---- creation -------------------------------------------------------------------------
@@ -171,6 +172,10 @@ class Allocator:
         """Allocate n contiguous pages and return the first page number."""
         if n < 1:
             raise ValueError("allocate needs n >= 1")
+        if self.prefer_low:
+            low = self._allocate_low(n)
+            if low is not None:
+                return low
         if n == 1:
             return self._allocate_single()
         start = self._take_extent(n)
@@ -179,6 +184,25 @@ class Allocator:
             start = self._take_extent(n)
             assert start is not None
         return start
+
+    def _allocate_low(self, n: int) -> int | None:
+        """The lowest-addressed free place for n pages (a group bit or an extent)."""
+        group_page = None
+        if n == 1 and self._groups_with_space:
+            group: _Group = self._groups[self._groups_with_space[0]]
+            free_bits = ~group.used & group.full_mask
+            group_page = group.start + (free_bits & -free_bits).bit_length() - 1
+        for start, length in self._free.items():
+            if group_page is not None and start > group_page:
+                break
+            if length >= n:
+                self._remove_extent(start)
+                if length > n:
+                    self._insert_extent(start + n, length - n)
+                return int(start)
+        if group_page is not None:
+            return self._allocate_single()
+        return None
 
     def _allocate_single(self) -> int:
         if not self._groups_with_space:

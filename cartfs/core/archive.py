@@ -30,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from . import snapshots
 from .alloc import Allocator, AllocatorStatistics
 from .btree import TREE_CATALOG, TREE_SYSTEM, BTree, TxnClock
@@ -66,11 +68,15 @@ from .format import (
     TreeRef,
     TxnId,
 )
+from .freeze import FreezeResult
+from .freeze import freeze as freeze_archive
 from .keys import KdfParams, new_key_header, unwrap
 from .namespace import MAX_FILE_SIZE, DirEntry, Namespace
 from .pager import Pager, PagerStatistics
 from .paths import PathHelpers
 from .snapshots import SnapshotInfo
+from .vacuum import VacuumResult
+from .vacuum import vacuum as vacuum_archive
 from .views import Change, SnapshotView, diff_trees
 from .xattrs import XattrStore
 
@@ -751,6 +757,21 @@ class Archive(PathHelpers):
     def snapshot(self, name: str) -> SnapshotView:
         """A read-only view of a snapshot, with the read half of this API."""
         return SnapshotView(self, snapshots.get_snapshot(self, name))
+
+    @_locked
+    def vacuum(self, progress: Callable[[int, int], None] | None = None) -> VacuumResult:
+        """Move live pages down and shrink the file; crash-safe at every step, and fine
+        while files are open (inode numbers and contents do not change)."""
+        self._check_writable()
+        return vacuum_archive(self, progress)
+
+    def freeze(self, dest: str | os.PathLike[str], *, key: Ed25519PrivateKey | None = None,
+               snapshot: str | None = None,
+               progress: Callable[[int, int], None] | None = None) -> FreezeResult:
+        """Write a compact, read-only, signed copy of the live tree (or a snapshot) to
+        ``dest``; it opens (and mounts) read-only only. See freeze.py."""
+        return freeze_archive(self, os.fspath(dest), key=key, snapshot=snapshot,
+                              progress=progress)
 
     def diff(self, old: str | None, new: str | None = None) -> list[Change]:
         """Paths added, removed or changed from snapshot ``old`` to snapshot ``new`` (None

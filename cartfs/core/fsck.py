@@ -139,6 +139,9 @@ class Checker:
         if not sb.allocator.empty:
             self.pages.claim(sb.allocator.page, sb.allocator.npages, "allocator state",
                              shareable=False)
+        if not sb.signature.empty:
+            self.pages.claim(sb.signature.page, sb.signature.npages, "signature",
+                             shareable=False)
         self._walk_tree(self.archive._system, "system tree", catalog=False)
         live = self.archive._catalog
         self._walk_tree(live, "catalog", catalog=True)

@@ -107,6 +107,12 @@ def create_snapshot(archive: Archive, name: str) -> SnapshotInfo:
     return info
 
 
+def set_snapshot_root(archive: Archive, info: SnapshotInfo, root: TreeRef) -> None:
+    """Vacuum moved a snapshot's tree: record its new root (same content)."""
+    archive._system.put(SNAP_PREFIX + check_snapshot_name(info.name), _RECORD.pack(
+        info.id, info.txid, root.page, root.birth, info.created_ns, info.next_ino))
+
+
 def _other_roots(archive: Archive, exclude: str | None) -> list[TreeRef]:
     roots = [archive.superblock.catalog]
     roots += [s.root for s in list_snapshots(archive) if s.name != exclude]

@@ -1,0 +1,280 @@
+"""Freeze: a compact, read-only, signed copy of an archive; and its verification.
+
+A frozen archive is the same format with the FROZEN and SIGNED feature flags: the live tree
+(or one snapshot's tree) relocated page by page into a new file with no free space, the
+manifest and the system records (minus snapshots, which a frozen archive does not carry),
+an allocator state saying every page is in use, and a signature record on the last page.
+Relocation (relocate.py) copies sealed extents verbatim, so an encrypted archive freezes into
+an encrypted one that opens with the same passphrase.
+
+Signature record (one page, never sealed, FORMAT.md §9)::
+
+    magic "CARTSIG1" | algorithm u8 (1 = Ed25519) | hash u8 (1 = SHA-256) | 6 reserved
+    public key (32) | content hash (32) | signature over the content hash (64)
+
+Content hash = SHA-256 of ``"cartfs-freeze-v1\\0"``, the superblock with its signature
+reference and authentication tag zeroed, and every page from 2 up to the signature page.
+It covers every byte that matters, so verification needs no passphrase; with the passphrase,
+``verify`` also runs fsck, which checks every checksum and authentication tag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+from .alloc import Allocator
+from .btree import TREE_CATALOG, TREE_SYSTEM, BTree, TxnClock
+from .cache import ARCCache
+from .device import Device, FileDevice
+from .errors import CartError, CorruptArchive, InvalidArgument, NotAnArchive, SignatureError
+from .format import (
+    FEATURE_FROZEN,
+    FEATURE_SIGNED,
+    FIRST_DATA_PAGE,
+    PAGE_SIZE,
+    BlobRef,
+    PageNo,
+    Superblock,
+    TreeRef,
+    TxnId,
+    crc32,
+    encode_superblock,
+)
+from .pager import Pager
+from .relocate import Relocator
+from .snapshots import SNAP_PREFIX, SNAP_SEQ_KEY, get_snapshot
+
+if TYPE_CHECKING:
+    from .archive import Archive
+
+Progress = Callable[[int, int], None]
+SIG_MAGIC = b"CARTSIG1"
+SIG_RECORD = struct.Struct("<8sBB6x32s32s64s")
+HASH_DOMAIN = b"cartfs-freeze-v1\0"
+ALLOC_OWNER = b"\0allocator"
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What the signature page of a frozen archive says."""
+
+    public_key: bytes
+    content_hash: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class FreezeResult:
+    pages: int
+    public_key: bytes
+
+
+class _Appender:
+    """Pages of the new file, handed out in order (the file is packed: no free space)."""
+
+    def __init__(self, device: FileDevice) -> None:
+        self.device = device
+        self.next_page = FIRST_DATA_PAGE
+        self._reserved = 0
+
+    def allocate(self, n: int) -> int:
+        start = self.next_page
+        self.next_page += n
+        if self.next_page > self._reserved:
+            self._reserved = self.next_page + 4096
+            self.device.resize(self._reserved * PAGE_SIZE)
+        return start
+
+    # BTree.write_out and friends call these on an allocator:
+    def free(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def load_private_key(path: str) -> Ed25519PrivateKey:
+    try:
+        with open(path, "rb") as fh:
+            key = serialization.load_pem_private_key(fh.read(), password=None)
+    except OSError as exc:
+        raise InvalidArgument(f"{path}: {exc.strerror}") from None
+    except ValueError:
+        raise InvalidArgument(f"{path}: not a PEM private key") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise InvalidArgument(f"{path}: not an Ed25519 private key")
+    return key
+
+
+def load_public_key(path: str) -> Ed25519PublicKey:
+    try:
+        with open(path, "rb") as fh:
+            key = serialization.load_pem_public_key(fh.read())
+    except OSError as exc:
+        raise InvalidArgument(f"{path}: {exc.strerror}") from None
+    except ValueError:
+        raise InvalidArgument(f"{path}: not a PEM public key") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise InvalidArgument(f"{path}: not an Ed25519 public key")
+    return key
+
+
+def raw_public(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def keygen(path: str) -> None:
+    """Write an Ed25519 key pair: ``path`` (private, mode 0600) and ``path.pub``."""
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise CartError(f"{path}: already exists") from None
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(private)
+    with open(path + ".pub", "wb") as fh:
+        fh.write(public)
+
+
+def _hash_pages(device: Device, sb: Superblock, end_page: int,
+                progress: Progress | None) -> bytes:
+    canonical = sb.with_(signature=BlobRef(), auth_tag=bytes(32))
+    digest = hashlib.sha256(HASH_DOMAIN + encode_superblock(canonical))
+    step = 256
+    for page in range(FIRST_DATA_PAGE, end_page, step):
+        count = min(step, end_page - page)
+        data = device.pread(count * PAGE_SIZE, page * PAGE_SIZE)
+        if len(data) != count * PAGE_SIZE:
+            raise CorruptArchive("file is truncated", page=page, kind="frozen archive")
+        digest.update(data)
+        if progress is not None:
+            progress(page + count, end_page)
+    return digest.digest()
+
+
+def freeze(archive: Archive, dest: str, *, key: Ed25519PrivateKey | None = None,
+           snapshot: str | None = None, progress: Progress | None = None) -> FreezeResult:
+    """Write a frozen copy of ``archive`` (its live tree, or ``snapshot``) to ``dest``.
+
+    Without ``key`` a fresh key signs it: the copy is still tamper-evident against accidents,
+    but only a key you keep proves who froze it.
+    """
+    if os.path.lexists(dest):
+        raise CartError(f"{dest}: already exists")
+    signer = key or Ed25519PrivateKey.generate()
+    with archive._lock:
+        if archive.writable:
+            archive.sync()
+        src = archive.superblock
+        root = get_snapshot(archive, snapshot).root if snapshot else src.catalog
+        tmp = f"{dest}.freezing-{os.getpid()}"
+        device = FileDevice(tmp, writable=True, create=True)
+        try:
+            pages = _write_frozen(archive, device, src, root, signer, progress)
+            device.sync()
+            try:
+                os.link(tmp, dest)
+            except FileExistsError:
+                raise CartError(f"{dest}: already exists") from None
+        finally:
+            device.close()
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return FreezeResult(pages, raw_public(signer.public_key()))
+
+
+def _write_frozen(archive: Archive, device: FileDevice, src: Superblock, root: TreeRef,
+                  signer: Ed25519PrivateKey, progress: Progress | None) -> int:
+    pager = Pager(device, ARCCache(0), archive._pager.sealer)
+    out = _Appender(device)
+    total_hint = max(archive._alloc.statistics().used_pages, 1)
+    copied = 0
+
+    def tick(n: int) -> None:
+        nonlocal copied
+        copied += n
+        if progress is not None:
+            progress(min(copied, total_hint), total_hint)
+
+    mover = Relocator(archive._pager, pager, out.allocate, lambda page, n: True, tick)
+    catalog = mover.tree(root, TREE_CATALOG)
+    txid = TxnId(src.txid + 1)
+    system = BTree(pager, out, TxnClock(txid), TREE_SYSTEM, TreeRef())  # type: ignore[arg-type]
+    for k, v in archive._system.items():
+        if not k.startswith(SNAP_PREFIX) and k != SNAP_SEQ_KEY:
+            system.put(bytes(k), bytes(v))
+    system_ref = system.write_out()
+    alloc_page = out.next_page
+    alloc_pages = pager.blob_pages(64)
+    sig_page = alloc_page + alloc_pages
+    total = sig_page + 1
+    state = Allocator(total)
+    allocator = pager.write_blob(PageNo(alloc_page), txid, ALLOC_OWNER, state.encode())
+    sb = src.with_(txid=txid, total_pages=total, catalog=catalog, system=system_ref,
+                   allocator=allocator, features=src.features | FEATURE_FROZEN | FEATURE_SIGNED,
+                   signature=BlobRef())
+    device.resize(total * PAGE_SIZE)
+    content = _hash_pages(device, sb, sig_page, None)
+    record = SIG_RECORD.pack(SIG_MAGIC, 1, 1, raw_public(signer.public_key()), content,
+                             signer.sign(content))
+    page_bytes = record + bytes(PAGE_SIZE - len(record))
+    device.pwrite(page_bytes, sig_page * PAGE_SIZE)
+    sb = sb.with_(signature=BlobRef(PageNo(sig_page), txid, len(record), crc32(record)))
+    sb = pager.commit_superblock(sb)
+    pager.write_superblock_slot(sb, (sb.txid + 1) % 2)
+    return total
+
+
+def read_signature(device: Device, sb: Superblock) -> Signature:
+    if not sb.frozen or sb.signature.empty:
+        raise NotAnArchive("not a frozen archive (freeze one with `cartfs freeze`)")
+    ref = sb.signature
+    raw = device.pread(ref.length, ref.page * PAGE_SIZE)
+    if len(raw) != ref.length or crc32(raw) != ref.checksum:
+        raise SignatureError("signature record is damaged")
+    magic, algorithm, hash_id, public, content, signature = SIG_RECORD.unpack(raw)
+    if magic != SIG_MAGIC or algorithm != 1 or hash_id != 1:
+        raise SignatureError("unknown signature format")
+    return Signature(public, content, signature)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    public_key: bytes
+    content_hash: bytes
+    pages: int
+
+
+def verify_signature(path: str, *, expected_key: Ed25519PublicKey | None = None,
+                     progress: Progress | None = None) -> VerifyResult:
+    """Check a frozen archive's content hash and signature (no passphrase needed)."""
+    device = FileDevice(path, writable=False)
+    try:
+        probe = Pager(device, ARCCache(0))
+        sb = probe.read_superblocks()[0]
+        sig = read_signature(device, sb)
+        content = _hash_pages(device, sb, sb.signature.page, progress)
+        if content != sig.content_hash:
+            raise SignatureError("content does not match the signed hash: the archive changed")
+        try:
+            Ed25519PublicKey.from_public_bytes(sig.public_key).verify(sig.signature, content)
+        except InvalidSignature:
+            raise SignatureError("signature does not verify") from None
+        if expected_key is not None and raw_public(expected_key) != sig.public_key:
+            raise SignatureError("archive was signed by a different key")
+        return VerifyResult(sig.public_key, content, sb.total_pages)
+    finally:
+        device.close()
