@@ -86,7 +86,7 @@ class _Appender:
 
     def __init__(self, device: FileDevice) -> None:
         self.device = device
-        self.next_page = FIRST_DATA_PAGE
+        self.next_page: int = FIRST_DATA_PAGE
         self._reserved = 0
 
     def allocate(self, n: int) -> int:
