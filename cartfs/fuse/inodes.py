@@ -1,0 +1,118 @@
+"""FUSE inode numbers and the kernel's lookup counts.
+
+Theory of operation
+-------------------
+The kernel names every file by a 64-bit *node id* and holds a *lookup count* on it: each
+successful lookup, create, mknod, mkdir, symlink, link and readdirplus entry adds one, and
+``forget(ino, n)`` takes ``n`` away. While the count is above zero the kernel may still send
+requests for the node — even after its last name is gone (``unlink`` of an open file) — so
+the archive inode is *pinned* on the first reference and unpinned when the count drops to
+zero. That one rule makes unlink-while-open work and lets a deleted file's data go at the
+right moment.
+
+Node ids: the live tree's inode numbers are used as they are (archive inode 1 is the root,
+as FUSE expects), which costs nothing on the hot path. Other trees (read-only snapshot views,
+coming later) get ids from a separate table in the top half of the 64-bit space
+(``FOREIGN_BASE`` and up), which archive inode numbers — allocated upwards from 2 — never
+reach. :meth:`InodeMap.resolve` turns any node id back into ``(tree, inode)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+FOREIGN_BASE = 1 << 63
+"""First node id handed out for inodes of trees other than the live one."""
+
+LIVE_TREE = 0
+"""Tree id of the archive's live, writable tree."""
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Foreign:
+    """The two-way table for inodes of non-live trees."""
+
+    by_node: dict[int, tuple[int, int]] = field(default_factory=dict)
+    by_key: dict[tuple[int, int], int] = field(default_factory=dict)
+    next_node: int = FOREIGN_BASE
+
+
+class InodeMap(Generic[T]):
+    """Node id <-> (tree, inode) mapping plus lookup counts, pinning live inodes.
+
+    ``pin``/``unpin`` are the live tree's callbacks (``Archive.pin``/``Archive.unpin``);
+    foreign trees are read-only, so their inodes need no pinning — their table entries are
+    dropped when the kernel forgets them.
+    """
+
+    def __init__(self, live: T, pin: Callable[[int], None],
+                 unpin: Callable[[int, int], None]) -> None:
+        self._trees: dict[int, T] = {LIVE_TREE: live}
+        self._pin = pin
+        self._unpin = unpin
+        self._counts: dict[int, int] = {}
+        self._foreign = _Foreign()
+
+    # ---- trees --------------------------------------------------------------------------
+
+    def add_tree(self, tree_id: int, tree: T) -> None:
+        """Register a read-only tree (e.g. a snapshot view) under ``tree_id`` (> 0)."""
+        if tree_id == LIVE_TREE:
+            raise ValueError("tree id 0 is the live tree")
+        self._trees[tree_id] = tree
+
+    def resolve(self, node: int) -> tuple[int, T, int]:
+        """(tree id, tree, inode number inside that tree) of a kernel node id."""
+        if node < FOREIGN_BASE:
+            return LIVE_TREE, self._trees[LIVE_TREE], node
+        tree_id, ino = self._foreign.by_node[node]
+        return tree_id, self._trees[tree_id], ino
+
+    def node_of(self, tree_id: int, ino: int) -> int:
+        """The kernel node id for ``ino`` of ``tree_id`` (allocated on first use)."""
+        if tree_id == LIVE_TREE:
+            return ino
+        key = (tree_id, ino)
+        node = self._foreign.by_key.get(key)
+        if node is None:
+            node = self._foreign.next_node
+            self._foreign.next_node += 1
+            self._foreign.by_key[key] = node
+            self._foreign.by_node[node] = key
+        return node
+
+    # ---- lookup counts ------------------------------------------------------------------
+
+    def remember(self, node: int, count: int = 1) -> None:
+        """The kernel gained ``count`` references to ``node``."""
+        before = self._counts.get(node, 0)
+        self._counts[node] = before + count
+        if before == 0 and node < FOREIGN_BASE:
+            self._pin(node)
+
+    def forget(self, node: int, count: int) -> None:
+        """The kernel dropped ``count`` references; at zero the inode may be deleted."""
+        left = self._counts.get(node, 0) - count
+        if left > 0:
+            self._counts[node] = left
+            return
+        self._counts.pop(node, None)
+        if node < FOREIGN_BASE:
+            self._unpin(node, 1)
+        else:
+            key = self._foreign.by_node.pop(node, None)
+            if key is not None:
+                self._foreign.by_key.pop(key, None)
+
+    def lookup_count(self, node: int) -> int:
+        return self._counts.get(node, 0)
+
+    def forget_all(self) -> None:
+        """At unmount the kernel drops everything without telling us: release every pin,
+        so files unlinked while open are deleted before the final commit."""
+        for node in list(self._counts):
+            self.forget(node, self._counts[node])

@@ -1,0 +1,405 @@
+"""The pyfuse3 ``Operations`` of a cartfs mount: every kernel request as an ``Archive`` call.
+
+Theory of operation
+-------------------
+Each handler resolves the kernel's node id to ``(tree, inode)`` (:mod:`.inodes`), makes one
+or two calls on the archive and turns the result into pyfuse3's types. Nothing here knows
+about pages, chunks or commits; the archive groups writes into transactions by itself and
+this layer only asks for a durable commit when the application does (``fsync``/``fsyncdir``).
+
+Errors are translated at exactly one place, :func:`_boundary`: a :class:`CartError` becomes
+``FUSEError(exc.errno)``; anything else is a bug, is logged with its traceback and becomes
+EIO. pyfuse3 ends its main loop on any other exception, so no handler may let one escape —
+the mount must outlive a failing request.
+
+Kernel caches (see reference/fuse-notes.md, and benchmarks/README.md "Mount" for figures):
+
+* Writeback cache: the kernel owns file size and mtime while it caches a file; small writes
+  reach us merged into large ones. The kernel computes the offset of ``O_APPEND`` writes
+  itself, so ``write`` always writes at the offset given — never "at our end of file".
+* ``keep_cache`` on every open: all changes to a file pass through this kernel mount, so its
+  cached pages are never stale.
+* Long entry/attribute timeouts and cached negative lookups: the daemon is the only writer.
+* ``O_TRUNC`` arrives in ``open`` (atomic O_TRUNC) and is honoured there.
+
+Calls that may do real I/O or compression (read, write, fsync, forget, release) run in a
+worker thread when ``threads`` is on, so the trio thread keeps reading requests meanwhile
+and CPU work that releases the GIL (lz4/zstd/AES) uses the second core.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, ParamSpec, Protocol, TypeVar
+
+import pyfuse3
+import trio
+
+from cartfs.core.archive import Archive
+from cartfs.core.catalog import Inode
+from cartfs.core.errors import CartError, CrossDevice, NotFound, ReadOnly
+from cartfs.core.namespace import DirEntry
+
+from .handles import Handle, HandleTable
+from .inodes import LIVE_TREE, InodeMap
+from .options import MountSettings
+
+log = logging.getLogger("cartfs.fuse")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+READDIR_BATCH = 128
+BLOCK_SIZE = 64 * 1024  # st_blksize: the chunk size, so tools read and write in chunk units
+
+
+class ReadTree(Protocol):
+    """What a mounted tree offers for reading: the live Archive, or (later) a snapshot view
+    with the same methods."""
+
+    def lookup(self, parent: int, name: str | bytes) -> Inode: ...
+    def getattr(self, ino: int) -> Inode: ...
+    def readdir(self, ino: int, after: int = 0, limit: int = 1 << 30) -> list[DirEntry]: ...
+    def read(self, ino: int, offset: int, size: int) -> bytes: ...
+    def readlink(self, ino: int) -> bytes: ...
+    def getxattr(self, ino: int, name: str | bytes) -> bytes: ...
+    def listxattr(self, ino: int) -> list[bytes]: ...
+
+
+def _boundary(method: Callable[P, Coroutine[Any, Any, R]]
+              ) -> Callable[P, Coroutine[Any, Any, R]]:
+    """The one error boundary: CartError -> its errno, anything unexpected -> logged EIO."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except CartError as exc:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s%r: %s", method.__name__, args[1:], exc)
+            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from exc
+        except Exception as exc:
+            log.exception("unexpected error in %s%r", method.__name__, args[1:])
+            raise pyfuse3.FUSEError(errno.EIO) from exc
+
+    return wrapper
+
+
+class CartOperations(pyfuse3.Operations):
+    """pyfuse3 request handlers over one open :class:`Archive`."""
+
+    def __init__(self, archive: Archive, settings: MountSettings) -> None:
+        super().__init__()
+        self.archive = archive
+        self.settings = settings
+        self.enable_writeback_cache = settings.writeback and archive.writable
+        self.inodes: InodeMap[ReadTree] = InodeMap(archive, archive.pin, archive.unpin)
+        self.handles = HandleTable()
+        self._codec = settings.compression \
+            if settings.compression not in (None, archive.compression) else None
+
+    # ---- helpers ------------------------------------------------------------------------
+
+    async def _io(self, fn: Callable[..., R], *args: Any) -> R:
+        """Run a core call that may block on disk or CPU: in a worker thread if enabled."""
+        if self.settings.threads:
+            result: R = await trio.to_thread.run_sync(fn, *args)
+            return result
+        return fn(*args)
+
+    def _tree(self, node: int) -> tuple[int, ReadTree, int]:
+        return self.inodes.resolve(node)
+
+    def _live(self, node: int) -> int:
+        """The live inode behind ``node``; other trees are read-only (EROFS)."""
+        tree_id, _, ino = self.inodes.resolve(node)
+        if tree_id != LIVE_TREE:
+            raise ReadOnly("snapshots are read-only")
+        return ino
+
+    def _attrs(self, tree_id: int, inode: Inode) -> pyfuse3.EntryAttributes:
+        attrs = pyfuse3.EntryAttributes()
+        attrs.st_ino = self.inodes.node_of(tree_id, inode.ino)
+        attrs.generation = 0
+        attrs.entry_timeout = self.settings.entry_timeout
+        attrs.attr_timeout = self.settings.attr_timeout
+        attrs.st_mode = inode.mode
+        attrs.st_nlink = inode.nlink
+        attrs.st_uid = inode.uid if self.settings.uid is None else self.settings.uid
+        attrs.st_gid = inode.gid if self.settings.gid is None else self.settings.gid
+        attrs.st_rdev = inode.rdev
+        attrs.st_size = inode.size
+        attrs.st_blksize = BLOCK_SIZE
+        attrs.st_blocks = (inode.size + 511) // 512
+        attrs.st_atime_ns = inode.atime_ns
+        attrs.st_mtime_ns = inode.mtime_ns
+        attrs.st_ctime_ns = inode.ctime_ns
+        attrs.st_birthtime_ns = inode.btime_ns
+        return attrs
+
+    def _entry(self, tree_id: int, inode: Inode) -> pyfuse3.EntryAttributes:
+        """Attributes for a reply that gives the kernel a new reference (lookup, create...)."""
+        attrs = self._attrs(tree_id, inode)
+        self.inodes.remember(attrs.st_ino)
+        return attrs
+
+    def _created(self, inode: Inode) -> pyfuse3.EntryAttributes:
+        if self._codec is not None and inode.is_reg:
+            inode = self.archive.set_codec(inode.ino, self._codec)
+        return self._entry(LIVE_TREE, inode)
+
+    # ---- names --------------------------------------------------------------------------
+
+    @_boundary
+    async def lookup(self, parent_inode: int, name: bytes,
+                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        tree_id, tree, parent = self._tree(parent_inode)
+        try:
+            inode = tree.lookup(parent, name)
+        except NotFound:
+            if self.settings.negative_timeout <= 0:
+                raise
+            negative = pyfuse3.EntryAttributes()
+            negative.st_ino = 0  # a cached "no such name": the next lookup needs no request
+            negative.entry_timeout = self.settings.negative_timeout
+            return negative
+        return self._entry(tree_id, inode)
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        try:
+            for node, count in inode_list:
+                self.inodes.forget(node, count)
+        except Exception:  # no reply is possible: log, and keep the mount up
+            log.exception("unexpected error in forget")
+
+    @_boundary
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext
+                      ) -> pyfuse3.EntryAttributes:
+        tree_id, tree, ino = self._tree(inode)
+        return self._attrs(tree_id, tree.getattr(ino))
+
+    @_boundary
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
+                      fields: pyfuse3.SetattrFields, fh: int | None,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        ino = self._live(inode)
+        changes: dict[str, int] = {}
+        if fields.update_mode:
+            changes["mode"] = attr.st_mode
+        if fields.update_uid:
+            changes["uid"] = attr.st_uid
+        if fields.update_gid:
+            changes["gid"] = attr.st_gid
+        if fields.update_atime:
+            changes["atime_ns"] = attr.st_atime_ns
+        if fields.update_mtime:
+            changes["mtime_ns"] = attr.st_mtime_ns
+        if fields.update_ctime:
+            changes["ctime_ns"] = attr.st_ctime_ns
+        if fields.update_size:
+            changes["size"] = attr.st_size
+            updated = await self._io(functools.partial(self.archive.setattr, ino, **changes))
+        else:
+            updated = self.archive.setattr(ino, **changes)
+        return self._attrs(LIVE_TREE, updated)
+
+    @_boundary
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        _, tree, ino = self._tree(inode)
+        return tree.readlink(ino)
+
+    @_boundary
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        parent = self._live(parent_inode)
+        return self._created(self.archive.mknod(parent, name, mode, rdev, ctx.uid, ctx.gid))
+
+    @_boundary
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        parent = self._live(parent_inode)
+        return self._created(self.archive.mkdir(parent, name, mode, ctx.uid, ctx.gid))
+
+    @_boundary
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        parent = self._live(parent_inode)
+        return self._created(self.archive.symlink(parent, name, target, ctx.uid, ctx.gid))
+
+    @_boundary
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
+                   ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        ino, parent = self._live(inode), self._live(new_parent_inode)
+        return self._entry(LIVE_TREE, self.archive.link(ino, parent, new_name))
+
+    @_boundary
+    async def unlink(self, parent_inode: int, name: bytes,
+                     ctx: pyfuse3.RequestContext) -> None:
+        self.archive.unlink(self._live(parent_inode), name)
+
+    @_boundary
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self.archive.rmdir(self._live(parent_inode), name)
+
+    @_boundary
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+                     name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
+        old_tree = self._tree(parent_inode_old)[0]
+        new_tree = self._tree(parent_inode_new)[0]
+        if old_tree != new_tree:
+            raise CrossDevice("cannot move between the live tree and a snapshot")
+        self.archive.rename(self._live(parent_inode_old), name_old,
+                            self._live(parent_inode_new), name_new, flags)
+
+    # ---- files --------------------------------------------------------------------------
+
+    def _open_handle(self, tree_id: int, ino: int, node: int) -> pyfuse3.FileInfo:
+        if tree_id == LIVE_TREE:
+            self.archive.pin(ino)
+        fh = self.handles.add(Handle(node, tree_id, ino))
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=False)
+
+    @_boundary
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext
+                   ) -> pyfuse3.FileInfo:
+        tree_id, _, ino = self._tree(inode)
+        if flags & os.O_TRUNC:
+            await self._io(self.archive.truncate, self._live(inode), 0)
+        elif flags & (os.O_WRONLY | os.O_RDWR) and tree_id != LIVE_TREE:
+            raise ReadOnly("snapshots are read-only")
+        return self._open_handle(tree_id, ino, inode)
+
+    @_boundary
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: pyfuse3.RequestContext
+                     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        parent = self._live(parent_inode)
+        attrs = self._created(self.archive.create_file(parent, name, mode, ctx.uid, ctx.gid))
+        return self._open_handle(LIVE_TREE, attrs.st_ino, attrs.st_ino), attrs
+
+    @_boundary
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        handle = self.handles.get(fh)
+        tree = self._tree(handle.node)[1]
+        return await self._io(tree.read, handle.ino, off, size)
+
+    @_boundary
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        handle = self.handles.get(fh)
+        if handle.tree_id != LIVE_TREE:
+            raise ReadOnly("snapshots are read-only")
+        return await self._io(self.archive.write, handle.ino, off, buf)
+
+    @_boundary
+    async def flush(self, fh: int) -> None:
+        self.handles.get(fh)  # data is already here (writeback flushes before FLUSH)
+
+    @_boundary
+    async def release(self, fh: int) -> None:
+        handle = self.handles.pop(fh)
+        if handle.tree_id == LIVE_TREE:
+            await self._io(self.archive.unpin, handle.ino, 1)
+
+    @_boundary
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        if self.handles.get(fh).tree_id == LIVE_TREE and self.archive.writable:
+            await trio.to_thread.run_sync(self.archive.sync)
+
+    # ---- directories --------------------------------------------------------------------
+
+    @_boundary
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        tree_id, tree, ino = self._tree(inode)
+        if not tree.getattr(ino).is_dir:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        return self.handles.add(Handle(inode, tree_id, ino, is_dir=True))
+
+    @_boundary
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        handle = self.handles.get(fh)
+        tree_id, tree, ino = self._tree(handle.node)
+        pos = start_id
+        if pos == 0:
+            if not pyfuse3.readdir_reply(token, b".", self._attrs(tree_id, tree.getattr(ino)), 1):
+                return
+            pos = 1
+        if pos == 1:
+            parent = tree.lookup(ino, b"..")
+            if not pyfuse3.readdir_reply(token, b"..", self._attrs(tree_id, parent), 2):
+                return
+            pos = 2
+        while True:
+            entries = tree.readdir(ino, pos, READDIR_BATCH)
+            for entry in entries:
+                try:
+                    inode = tree.getattr(entry.ino)
+                except NotFound:  # removed since the listing was read
+                    continue
+                if not pyfuse3.readdir_reply(token, entry.name, self._attrs(tree_id, inode),
+                                             entry.cookie):
+                    return
+                self.inodes.remember(self.inodes.node_of(tree_id, entry.ino))
+            if len(entries) < READDIR_BATCH:
+                return
+            pos = entries[-1].cookie
+
+    @_boundary
+    async def releasedir(self, fh: int) -> None:
+        self.handles.pop(fh)
+
+    @_boundary
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        if self.handles.get(fh).tree_id == LIVE_TREE and self.archive.writable:
+            await trio.to_thread.run_sync(self.archive.sync)
+
+    @_boundary
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        stats = self.archive.statfs()
+        data = pyfuse3.StatvfsData()
+        data.f_bsize = BLOCK_SIZE
+        data.f_frsize = stats.block_size
+        data.f_blocks = stats.blocks
+        data.f_bfree = stats.blocks_free
+        data.f_bavail = stats.blocks_avail
+        data.f_files = stats.files
+        data.f_ffree = stats.files_free
+        data.f_favail = stats.files_free
+        data.f_namemax = stats.name_max
+        return data
+
+    # ---- extended attributes ------------------------------------------------------------
+
+    @_boundary
+    async def setxattr(self, inode: int, name: bytes, value: bytes,
+                       ctx: pyfuse3.RequestContext) -> None:
+        self.archive.setxattr(self._live(inode), name, value)
+
+    @_boundary
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        _, tree, ino = self._tree(inode)
+        return tree.getxattr(ino, name)
+
+    @_boundary
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        _, tree, ino = self._tree(inode)
+        return tree.listxattr(ino)
+
+    @_boundary
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self.archive.removexattr(self._live(inode), name)
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    def release_all(self) -> None:
+        """At unmount: drop every handle and kernel reference, so files unlinked while
+        open are deleted before the final commit instead of at the next open."""
+        for handle in self.handles.drain():
+            if handle.tree_id == LIVE_TREE and not handle.is_dir:
+                self.archive.unpin(handle.ino, 1)
+        self.inodes.forget_all()

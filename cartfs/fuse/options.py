@@ -1,0 +1,196 @@
+"""Mount options: the ``-o a,b=c`` language of ``cartfs mount``, fstab and ``mount -t``.
+
+One parser serves the CLI and the ``mount.fuse.cartfs`` helper, so an fstab line accepts
+exactly what ``cartfs mount -o`` does. Options are of three kinds:
+
+* cartfs settings (``ro``, ``uid=``, ``gid=``, ``cache=``, ``commit=``, ``compress=``, the
+  kernel cache knobs ``attr_timeout=``/``entry_timeout=``/``writeback=``, ``key_file=``);
+* options handed to the kernel / libfuse unchanged (``allow_other``, ``allow_root``,
+  ``nosuid``, ``nodev``, ``noexec``, ``noatime``, ``auto_unmount``...);
+* options that mean something to ``mount(8)`` or systemd only (``defaults``, ``noauto``,
+  ``nofail``, ``_netdev``, ``x-systemd.*``...), accepted and ignored.
+
+Anything else is a usage error naming the option — pyfuse3 would otherwise fail the mount
+with a vague "unknown option" far from the cause.
+
+Defaults are the measured fast-and-safe ones (see benchmarks/README.md, "Mount"): writeback
+cache on, 300 s entry/attribute timeouts (the daemon is the only writer), core calls that do
+I/O or compression run in worker threads, readahead raised to 1 MiB.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+from cartfs.core.archive import DEFAULT_CACHE_BYTES, DEFAULT_COMMIT_INTERVAL
+from cartfs.core.errors import CartError
+from cartfs.core.format import CODEC_BY_NAME
+
+
+class MountOptionError(CartError):
+    """A ``-o`` option is unknown or has a bad value."""
+
+    errno = 22  # EINVAL
+
+
+PASS_THROUGH = frozenset({
+    "allow_other", "allow_root", "auto_unmount", "nosuid", "suid", "nodev", "dev", "noexec",
+    "exec", "noatime", "atime", "relatime", "norelatime", "strictatime", "nodiratime",
+    "diratime", "sync", "async", "dirsync",
+})
+"""Options libfuse / the kernel understand themselves."""
+
+IGNORED = frozenset({
+    "defaults", "auto", "noauto", "user", "users", "nouser", "owner", "group", "nofail",
+    "_netdev", "nonempty", "rw", "loud", "silent",
+})
+"""Options for mount(8), fstab or systemd; they mean nothing to the daemon."""
+
+IGNORED_PREFIXES = ("x-", "comment=", "fsname=", "subtype=")
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+@dataclass(frozen=True)
+class MountSettings:
+    """Everything a mount needs besides the archive and mount point."""
+
+    readonly: bool = False
+    uid: int | None = None  # show every file as owned by this uid (like vfat's uid=)
+    gid: int | None = None
+    cache_bytes: int = DEFAULT_CACHE_BYTES
+    commit_interval: float = DEFAULT_COMMIT_INTERVAL
+    compression: str | None = None  # codec for new files; None = the archive's default
+    attr_timeout: float = 300.0
+    entry_timeout: float = 300.0
+    negative_timeout: float = 300.0
+    writeback: bool = True
+    threads: bool = True
+    read_ahead_kb: int = 1024
+    key_file: str | None = None
+    fuse_options: tuple[str, ...] = field(default=())
+
+    def kernel_options(self, fsname: str) -> set[str]:
+        """The option set for ``pyfuse3.init``: the kernel checks permissions
+        (``default_permissions``), ``ro`` when read-only, the archive as source."""
+        opts = {"default_permissions", f"fsname={escape_option(fsname)}", "subtype=cartfs"}
+        opts.update(self.fuse_options)
+        if self.readonly:
+            opts.add("ro")
+        return opts
+
+
+def escape_option(value: str) -> str:
+    """libfuse splits options on commas; a backslash escapes one."""
+    return value.replace("\\", "\\\\").replace(",", "\\,")
+
+
+def parse_size(text: str) -> int:
+    """'256M', '1GiB', '4096' -> bytes."""
+    match = _SIZE.match(text.strip())
+    if not match:
+        raise MountOptionError(f"bad size {text!r} (use e.g. 256M or 1G)")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def _number(name: str, text: str, kind: type[int] | type[float]) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise MountOptionError(f"option {name}= needs a number, not {text!r}") from None
+    if value < 0:
+        raise MountOptionError(f"option {name}= cannot be negative")
+    return value
+
+
+def _flag(name: str, value: str | None) -> bool:
+    if value is None or value.lower() in ("1", "yes", "true", "on"):
+        return True
+    if value.lower() in ("0", "no", "false", "off"):
+        return False
+    raise MountOptionError(f"option {name}= takes 0 or 1, not {value!r}")
+
+
+def split_options(groups: Iterable[str]) -> list[str]:
+    """['a,b', 'c=d'] -> ['a', 'b', 'c=d'] (backslash-escaped commas stay inside)."""
+    out: list[str] = []
+    for group in groups:
+        out.extend(p.replace("\\,", ",") for p in re.split(r"(?<!\\),", group) if p)
+    return out
+
+
+def parse_options(groups: Iterable[str], base: MountSettings | None = None) -> MountSettings:
+    """Fold ``-o`` option groups into settings (later options win)."""
+    settings = base or MountSettings()
+    fuse = list(settings.fuse_options)
+    for option in split_options(groups):
+        name, _, value_text = option.partition("=")
+        value = value_text if "=" in option else None
+        settings, passed = _apply(settings, name.strip(), value)
+        if passed and option not in fuse:
+            fuse.append(option)
+    return replace(settings, fuse_options=tuple(fuse))
+
+
+def _apply(s: MountSettings, name: str, value: str | None) -> tuple[MountSettings, bool]:
+    """One option: (new settings, whether it goes to the kernel as is)."""
+    if name == "ro":
+        return replace(s, readonly=True), False
+    if name in PASS_THROUGH:
+        return s, True
+    if name in IGNORED or any((name + "=").startswith(p) or name.startswith(p)
+                              for p in IGNORED_PREFIXES):
+        return s, False
+    if name == "default_permissions":
+        return s, False  # always on
+    if value is None and name not in ("writeback", "nowriteback"):
+        raise MountOptionError(f"unknown mount option {name!r}"
+                               if name not in _VALUED else f"option {name}= needs a value")
+    return _apply_valued(s, name, value), False
+
+
+_VALUED = frozenset({
+    "uid", "gid", "cache", "cache_size", "commit", "commit_interval", "compress",
+    "compression", "attr_timeout", "entry_timeout", "negative_timeout", "writeback",
+    "writeback_cache", "threads", "read_ahead_kb", "key_file", "keyfile",
+})
+
+
+def _apply_valued(s: MountSettings, name: str, value: str | None) -> MountSettings:
+    text = value or ""
+    if name == "uid":
+        return replace(s, uid=int(_number(name, text, int)))
+    if name == "gid":
+        return replace(s, gid=int(_number(name, text, int)))
+    if name in ("cache", "cache_size"):
+        return replace(s, cache_bytes=parse_size(text))
+    if name in ("commit", "commit_interval"):
+        interval = _number(name, text, float)
+        if interval <= 0:
+            raise MountOptionError("commit= must be more than 0 seconds")
+        return replace(s, commit_interval=interval)
+    if name in ("compress", "compression"):
+        if text not in CODEC_BY_NAME:
+            raise MountOptionError(
+                f"unknown compression {text!r} (choose {', '.join(sorted(CODEC_BY_NAME))})")
+        return replace(s, compression=text)
+    if name == "attr_timeout":
+        return replace(s, attr_timeout=_number(name, text, float))
+    if name == "entry_timeout":
+        return replace(s, entry_timeout=_number(name, text, float))
+    if name == "negative_timeout":
+        return replace(s, negative_timeout=_number(name, text, float))
+    if name in ("writeback", "writeback_cache"):
+        return replace(s, writeback=_flag(name, value))
+    if name == "nowriteback":
+        return replace(s, writeback=False)
+    if name == "threads":
+        return replace(s, threads=_flag(name, value))
+    if name == "read_ahead_kb":
+        return replace(s, read_ahead_kb=int(_number(name, text, int)))
+    if name in ("key_file", "keyfile"):
+        return replace(s, key_file=text)
+    raise MountOptionError(f"unknown mount option {name!r}")
