@@ -26,7 +26,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
@@ -70,7 +70,9 @@ from .format import (
 )
 from .freeze import FreezeResult
 from .freeze import freeze as freeze_archive
-from .keys import KdfParams, new_key_header, unwrap
+from .guard import GuardedArchive
+from .iamstore import IamStore
+from .keys import KdfParams, new_key_header, unwrap, wrap
 from .namespace import MAX_FILE_SIZE, DirEntry, Namespace
 from .pager import Pager, PagerStatistics
 from .paths import PathHelpers
@@ -177,6 +179,7 @@ class Archive(PathHelpers):
         self._uncommitted = 0
         self._commits = 0
         self._last_commit = time.monotonic()
+        self._iam = IamStore(self)
 
     # ---- opening ----------------------------------------------------------------------------
 
@@ -719,6 +722,35 @@ class Archive(PathHelpers):
         self._catalog.replace_root(root)
         self._ns.forget_cache()
         self._meta_dirty = True
+
+    @_locked
+    def change_passphrase(self, new_passphrase: str | bytes,
+                          kdf: KdfParams | None = None) -> None:
+        """Re-wrap the data key under a new passphrase; only the superblocks change (both
+        slots are rewritten, so the old passphrase no longer opens this file). Data sealed
+        under the same data key stays readable by anyone who kept an old copy of the file and
+        its old passphrase: to revoke that, freeze or copy into a new archive."""
+        self._check_writable()
+        sealer = self._pager.sealer
+        if sealer is None:
+            raise InvalidArgument("archive is not encrypted")
+        header = wrap(sealer.data_key, new_passphrase, self._sb.uuid, kdf)
+        self._sb = self._sb.with_(key_header=header)
+        for _ in range(2):
+            self._meta_dirty = True
+            self._commit()
+
+    # ---- IAM ---------------------------------------------------------------------------------
+
+    @property
+    def iam(self) -> IamStore:
+        """Users, access keys and policies stored in this archive."""
+        return self._iam
+
+    def as_principal(self, user: str, context: Mapping[str, str | Sequence[str]] | None = None
+                     ) -> GuardedArchive:
+        """This archive as ``user`` sees it: every path-level call checked by IAM."""
+        return GuardedArchive(self, self._iam, user, context)
 
     # ---- snapshots --------------------------------------------------------------------------
 

@@ -115,6 +115,7 @@ class Sealer:
         if len(data_key) != 32:
             raise ValueError("data key must be 32 bytes")
         self._aead = AESGCM(data_key)
+        self.data_key = data_key
         self._uuid = uuid
         self._mac_key = hashlib.sha256(b"cartfs superblock mac\0" + data_key).digest()
 

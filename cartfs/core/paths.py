@@ -107,6 +107,44 @@ class PathHelpers:
             dir_ino = parent
         return parts[::-1]
 
+    def realpath(self, path: str | bytes, *, follow: bool = True,
+                 missing_ok: bool = False) -> str:
+        """The path with every symlink resolved (the last one only if ``follow``) and ``..``
+        applied to the real parent — the path an access check must judge, since a symlink
+        may point anywhere. ``missing_ok`` allows a missing last component (for creates)."""
+        root = self.getattr(ROOT_INO)
+        names: list[bytes] = []
+        inode = root
+        pending = split_path(path)
+        hops = 0
+        while pending:
+            part = pending.pop(0)
+            if part == b"..":
+                if names:
+                    names.pop()
+                    inode = self.getattr(inode.parent or ROOT_INO)
+                continue
+            if not inode.is_dir:
+                raise NotADirectory(f"{os.fsdecode(b'/' + b'/'.join(names))}: not a directory")
+            try:
+                child = self.lookup(inode.ino, part)
+            except NotFound:
+                if missing_ok and not pending:
+                    return os.fsdecode(b"/" + b"/".join([*names, part]))
+                raise
+            if child.is_symlink and (follow or pending):
+                hops += 1
+                if hops > MAX_SYMLINK_HOPS:
+                    raise TooManySymlinks("too many levels of symbolic links")
+                target = self.readlink(child.ino)
+                if target.startswith(b"/"):
+                    names, inode = [], root
+                pending = split_path(target) + pending
+                continue
+            names.append(part)
+            inode = child
+        return os.fsdecode(b"/" + b"/".join(names))
+
     def resolve(self, path: str | bytes, *, follow: bool = True) -> Inode:
         """The inode a path names (following a final symlink unless follow=False)."""
         return self._resolve_parts(split_path(path), follow=follow)

@@ -55,6 +55,8 @@ class Decision:
             if self.note:
                 sentence += f" ({self.note})"
             return sentence + "."
+        if self.policy_name is None:  # decided without a policy (e.g. IAM is off)
+            return f"{'Allowed' if self.allowed else 'Denied'} {request}: {self.note}."
         sid = f" (Sid {self.sid!r})" if self.sid is not None else ""
         where = f"statement {self.statement_index}{sid} of policy {self.policy_name!r}"
         if self.effect == "Allow":
