@@ -18,6 +18,7 @@ from cartfs.cli.common import (
     Progress,
     UsageError,
     add_archive_argument,
+    add_command,
     add_passphrase_options,
     add_verbose_option,
     human_size,
@@ -215,7 +216,7 @@ def _chunk_size(text: str) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("create", help="create a new, empty archive",
+    p = add_command(sub, "create", help="create a new, empty archive",
                        description="Create a new, empty archive (refuses to overwrite).")
     p.add_argument("archive", metavar="ARCHIVE", help="the .cart file to create")
     add_verbose_option(p)
@@ -233,14 +234,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_passphrase_options(p)
     p.set_defaults(func=cmd_create)
 
-    p = sub.add_parser("info", help="describe an archive",
+    p = add_command(sub, "info", help="describe an archive",
                        description="Sizes, pages used and free, compression, contents, "
                                    "transaction id and manifest.")
     add_archive_argument(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("fsck", help="check an archive completely",
+    p = add_command(sub, "fsck", help="check an archive completely",
                        description="Read and check every page, checksum and chunk, the "
                                    "allocator and the namespace. Exit 0 only if all is well.")
     add_archive_argument(p)

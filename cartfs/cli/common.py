@@ -24,9 +24,9 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from types import FrameType
-from typing import TextIO
+from typing import Any, TextIO
 
 from cartfs.core.archive import Archive, OpenOptions
 from cartfs.core.errors import CartError, PassphraseRequired
@@ -62,6 +62,36 @@ def parse_size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 4096, 64K, 1M)")
     scale = 1024 ** " kmgtp".index(match.group(2).lower() or " ")
     return int(float(match.group(1)) * scale)
+
+
+class IntermixedParser(argparse.ArgumentParser):
+    """A subcommand parser where options may sit between positionals, as users type
+    them: ``cartfs ls a.cart -l /docs`` (plain argparse would take ``-l`` as the end of
+    the optional PATH list and reject ``/docs``)."""
+
+    _inner = False
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None
+                         ) -> tuple[argparse.Namespace, list[str]]:
+        if self._inner:  # parse_known_intermixed_args calls back in here
+            return super().parse_known_args(args, namespace)
+        self._inner = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inner = False
+
+
+def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+                **kwargs: Any) -> argparse.ArgumentParser:
+    """``sub.add_parser`` giving an :class:`IntermixedParser`."""
+    previous = sub._parser_class
+    sub._parser_class = IntermixedParser
+    try:
+        return sub.add_parser(name, **kwargs)
+    finally:
+        sub._parser_class = previous
 
 
 def add_passphrase_options(parser: argparse.ArgumentParser) -> None:

@@ -22,6 +22,7 @@ from cartfs.cli.common import (
     DeferredInterrupts,
     Progress,
     UsageError,
+    add_command,
     add_verbose_option,
     human_size,
     write_out,
@@ -119,7 +120,7 @@ archive. Try next:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("demo", help="build demo.cart from real files and show it around",
+    p = add_command(sub, "demo", help="build demo.cart from real files and show it around",
                        description="Build demo.cart in DIR (default: here) from cartfs's "
                                    "own source and Python's json and email packages, list "
                                    "it, describe it, check it, and suggest what to try next. "

@@ -18,6 +18,7 @@ from cartfs.cli.common import (
     DeferredInterrupts,
     Progress,
     add_archive_argument,
+    add_command,
     core_reason,
     human_size,
     open_archive,
@@ -96,7 +97,7 @@ def _put_all(archive: Archive, putter: Putter, sources: list[bytes], dest: bytes
         raise CartError(f"{os.fsdecode(dest)}: {what} (several sources need an existing "
                         "directory)")
     for source in sources:
-        base = os.path.basename(os.path.normpath(source))
+        base = os.path.basename(source.rstrip(b"/"))  # b"" for "/"; "dir/." stays "."
         if into and target is not None:
             if base in (b"", b".", b".."):
                 putter.merge(source, target, dest)
@@ -173,8 +174,7 @@ def _archive_sources(archive: Archive, paths: list[str]) -> tuple[list[tuple[byt
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "put", help="copy local files and trees into the archive (like cp -a)",
+    p = add_command(sub, "put", help="copy local files and trees into the archive (like cp -a)",
         description="Copy LOCAL files and directories into the archive at DEST, like cp -a. "
                     "If DEST is an existing directory, each LOCAL goes inside it. An "
                     "interrupted put leaves every file complete or absent.")
@@ -189,8 +189,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "less work if the copy is interrupted")
     p.set_defaults(func=cmd_put)
 
-    p = sub.add_parser(
-        "get", help="copy files and trees out of the archive (like cp -a)",
+    p = add_command(sub, "get", help="copy files and trees out of the archive (like cp -a)",
         description="Copy PATHs from the archive to LOCALDEST, like cp -a. If LOCALDEST is "
                     "an existing directory, each PATH goes inside it. Existing files are "
                     "replaced.")

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from cartfs.cli.common import (
     DeferredInterrupts,
     add_archive_argument,
+    add_command,
     core_reason,
     open_archive,
     path_error,
@@ -145,7 +146,7 @@ def _mode(text: str) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("ls", add_help=False, help="list a directory inside the archive",
+    p = add_command(sub, "ls", add_help=False, help="list a directory inside the archive",
                        description="List PATHs inside the archive (default /), like ls -A.")
     p.add_argument("--help", action="help", help="show this help message and exit")
     add_archive_argument(p)
@@ -156,13 +157,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="with -l, sizes like 1.5 MiB")
     p.set_defaults(func=cmd_ls)
 
-    p = sub.add_parser("cat", help="write files from the archive to stdout",
+    p = add_command(sub, "cat", help="write files from the archive to stdout",
                        description="Write the raw bytes of PATHs to stdout.")
     add_archive_argument(p)
     p.add_argument("paths", nargs="+", metavar="PATH", help="files inside the archive")
     p.set_defaults(func=cmd_cat)
 
-    p = sub.add_parser("mkdir", help="make directories inside the archive",
+    p = add_command(sub, "mkdir", help="make directories inside the archive",
                        description="Make directories inside the archive.")
     add_archive_argument(p)
     p.add_argument("paths", nargs="+", metavar="PATH", help="directories to create")
@@ -171,7 +172,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("-m", "--mode", type=_mode, default=0o755, help="octal mode (755)")
     p.set_defaults(func=cmd_mkdir)
 
-    p = sub.add_parser("rm", help="remove files or directories inside the archive",
+    p = add_command(sub, "rm", help="remove files or directories inside the archive",
                        description="Remove PATHs inside the archive.")
     add_archive_argument(p)
     p.add_argument("paths", nargs="+", metavar="PATH", help="paths to remove")
@@ -180,7 +181,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("-f", "--force", action="store_true", help="ignore missing paths")
     p.set_defaults(func=cmd_rm)
 
-    p = sub.add_parser("mv", help="move or rename inside the archive",
+    p = add_command(sub, "mv", help="move or rename inside the archive",
                        description="Move SRC to DST, or into DST if it is a directory.")
     add_archive_argument(p)
     p.add_argument("src", metavar="SRC")
