@@ -68,8 +68,15 @@ from .format import (
     TreeRef,
     TxnId,
 )
+
+# The ``X as X`` freeze names are re-exported for adapters (freeze.py is not public).
 from .freeze import FreezeResult
+from .freeze import VerifyResult as VerifyResult  # noqa: PLC0414
 from .freeze import freeze as freeze_archive
+from .freeze import keygen as keygen  # noqa: PLC0414
+from .freeze import load_private_key as load_private_key  # noqa: PLC0414
+from .freeze import load_public_key as load_public_key  # noqa: PLC0414
+from .freeze import verify_signature as verify_signature  # noqa: PLC0414
 from .guard import GuardedArchive
 from .iamstore import IamStore
 from .keys import KdfParams, new_key_header, unwrap, wrap
@@ -603,7 +610,9 @@ class Archive(PathHelpers):
         if offset < 0 or offset + length > MAX_FILE_SIZE:
             raise FileTooLarge("offset beyond the largest file size")
         self._flush_if_needed()
-        self._chunks.write(ino, offset, data)
+        if length >= self._sb.chunk_size:
+            self._alloc.reserve(self._chunks.pages_for_write(length))
+        self._chunks.write(ino, offset, data, self._codec_for(ino))
         now = time.time_ns()
         self._ns.put(inode.with_(size=max(inode.size, offset + length), mtime_ns=now,
                                  ctime_ns=now))

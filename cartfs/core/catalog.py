@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import stat
 import struct
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 
 from .errors import CorruptArchive
 from .format import BLOB_REF, BlobRef, decode_blob_ref, encode_blob_ref
@@ -155,7 +155,14 @@ class Inode:
         return stat.S_ISLNK(self.mode)
 
     def with_(self, **changes: int) -> Inode:
-        return replace(self, **changes)
+        """A copy with some fields changed (cheaper than dataclasses.replace, which
+        re-validates: this runs on every write)."""
+        values = {name: getattr(self, name) for name in _INODE_FIELDS}
+        values.update(changes)
+        return Inode(**values)
+
+
+_INODE_FIELDS = tuple(f.name for f in fields(Inode))
 
 
 def encode_inode(inode: Inode) -> bytes:

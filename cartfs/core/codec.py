@@ -65,20 +65,21 @@ def _compress_with(codec: int, data: bytes | bytearray | memoryview, level: int)
 def compress(
     data: bytes | bytearray | memoryview, codec: int, level: int = 0, *, inline: bool = False,
     overhead: int = 0,
-) -> tuple[int, bytes]:
+) -> tuple[int, bytes | bytearray | memoryview]:
     """Return ``(codec used, stored bytes)``: compressed only when it saves disk space.
 
     ``overhead`` is what sealing will add (so the page arithmetic is exact); ``inline`` says the
-    result goes into a catalog leaf, where every byte saved counts.
+    result goes into a catalog leaf, where every byte saved counts. Raw data is returned as
+    given, not copied (the caller owns it and does not change it afterwards).
     """
     if codec == CODEC_NONE or not data:
-        return CODEC_NONE, bytes(data)
+        return CODEC_NONE, data
     packed = _compress_with(codec, data, level)
     if inline:
         worth_it = len(packed) < len(data)
     else:
         worth_it = pages_for(len(packed) + overhead) < pages_for(len(data) + overhead)
-    return (codec, packed) if worth_it else (CODEC_NONE, bytes(data))
+    return (codec, packed) if worth_it else (CODEC_NONE, data)
 
 
 def decompress(codec: int, stored: bytes | memoryview, logical: int) -> bytes:

@@ -165,7 +165,8 @@ class Pager:
 
     # ---- extents ----------------------------------------------------------------------------
 
-    def seal_extent(self, data: bytes, owner: bytes, birth: TxnId) -> bytes:
+    def seal_extent(self, data: bytes | bytearray | memoryview, owner: bytes,
+                    birth: TxnId) -> bytes | bytearray | memoryview:
         if self.sealer is None:
             return data
         return self.sealer.seal(data, self._extent_ad(owner, birth))
