@@ -54,6 +54,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 READDIR_BATCH = 128
+ACL_PREFIX = b"system.posix_acl_"
+CAPABILITY = b"security.capability"
 BLOCK_SIZE = 64 * 1024  # st_blksize: the chunk size, so tools read and write in chunk units
 
 
@@ -378,10 +380,18 @@ class CartOperations(pyfuse3.Operations):
     @_boundary
     async def setxattr(self, inode: int, name: bytes, value: bytes,
                        ctx: pyfuse3.RequestContext) -> None:
+        if name.startswith(ACL_PREFIX) or name == CAPABILITY:
+            # No ACL support: storing the ACL as a plain xattr would silently drop the mode
+            # change it stands for (cp -a sets modes this way); EOPNOTSUPP makes tools chmod.
+            # File capabilities mean nothing on a nosuid FUSE mount; refusing them lets
+            # getxattr answer the kernel's per-write(2) capability probe without a lookup.
+            raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
         self.archive.setxattr(self._live(inode), name, value)
 
     @_boundary
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        if name == CAPABILITY:  # asked before every write(2): answer without the core
+            raise pyfuse3.FUSEError(errno.ENODATA)
         _, tree, ino = self._tree(inode)
         return tree.getxattr(ino, name)
 
