@@ -1,0 +1,80 @@
+"""``connect()``: an :class:`apsw.Connection` to a database inside an archive, in one call."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import quote
+
+import apsw
+
+from cartfs.core.errors import CartError
+
+from .errors import sqlite_error, to_sqlite
+from .naming import normalize
+from .registry import REGISTRY
+from .vfs import VFS_NAME, register
+
+DEFAULT_BUSY_TIMEOUT_MS = 5000
+
+
+def uri(archive_path: str | os.PathLike[str], db_path: str, *, readonly: bool = False,
+        **params: str) -> str:
+    """The URI naming ``db_path`` inside ``archive_path`` for the cartridge VFS, in the
+    archive-qualified spelling (unique in the process, usable in ATTACH too)::
+
+        file:/srv/app.cart/data/app.db?vfs=cartridge
+    """
+    path = os.path.realpath(os.fspath(archive_path)) + normalize(db_path)
+    query = {"vfs": VFS_NAME, **params}
+    if readonly:
+        query["mode"] = "ro"
+    tail = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in query.items())
+    return f"file:{quote(path, safe='/')}?{tail}"
+
+
+def connect(archive_path: str | os.PathLike[str], db_path: str, *, readonly: bool = False,
+            create: bool = True, passphrase: str | bytes | None = None,
+            busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS, flags: int | None = None,
+            check: bool = True) -> apsw.Connection:
+    """Open the SQLite database ``db_path`` stored inside the archive ``archive_path``.
+
+    The archive is opened writable unless ``readonly`` (or it is frozen: then the connection
+    is read-only). ``create=False`` refuses a database that does not exist yet.
+    ``passphrase`` unlocks an encrypted archive (else ``$CARTFS_PASSPHRASE``). With
+    ``check`` the database header is read once, so a file that is not a database fails here
+    with a clear error rather than at the first query. ``flags`` overrides the open flags.
+
+    Errors are apsw exceptions (:class:`apsw.CantOpenError` for a missing archive or
+    database, :class:`apsw.NotADBError`, :class:`apsw.BusyError` when another process has
+    the archive open for writing); their ``__cause__`` is the cartfs error, if any.
+    """
+    register()
+    archive = os.fspath(archive_path)
+    try:
+        entry = REGISTRY.acquire(archive, writable=not readonly, passphrase=passphrase)
+    except CartError as exc:
+        raise to_sqlite(exc, apsw.SQLITE_CANTOPEN, archive) from exc
+    try:
+        if flags is None:
+            flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE
+            if create and not readonly:
+                flags |= apsw.SQLITE_OPEN_CREATE
+        conn = apsw.Connection(uri(entry.path, db_path), flags=flags | apsw.SQLITE_OPEN_URI)
+    finally:
+        REGISTRY.release(entry)
+    conn.set_busy_timeout(busy_timeout_ms)
+    if check:
+        _check_database(conn, archive, db_path)
+    return conn
+
+
+def _check_database(conn: apsw.Connection, archive: str, db_path: str) -> None:
+    try:
+        conn.execute("PRAGMA schema_version").fetchall()
+    except apsw.NotADBError as exc:
+        conn.close()
+        raise sqlite_error(apsw.SQLITE_NOTADB,
+                           f"{archive}: {db_path}: file is not a database") from exc
+    except BaseException:
+        conn.close()
+        raise

@@ -1,0 +1,168 @@
+"""The bytes of one file as the VFS sees them: an archive inode, or a temp file in memory.
+
+Every handle SQLite opens on the same archive file shares one :class:`FileNode`, so they all
+see one size, one chunk cache and one :class:`~cartfs.vfs.locks.DbLock`.
+
+Theory of operation
+-------------------
+Writes go straight to :meth:`Archive.write` at the offset SQLite gives: a 4 KiB page write
+dirties the one 64 KiB archive chunk that holds it, never the rest of the database. The
+archive buffers the chunk and commits it with the next archive transaction.
+
+Reads are served from a small per-file cache of whole chunks (bytes, as the archive returns
+them). SQLite re-reads the same few bytes constantly — the change counter at offset 24 at the
+start of every read transaction, page 1, hot pages after its own cache evicts them — and a
+dictionary hit costs a fraction of a microsecond where an archive read costs several (two
+B-tree lookups behind the archive lock). The cache stays coherent because every change to the
+file in this process goes through this node: a write or truncate drops the chunks it touches,
+under the node mutex, so a concurrent reader can never re-insert stale bytes. The archive is
+private to the VFS registry (another process cannot write it while we hold it, see
+:mod:`cartfs.vfs.locks`), so nothing else changes the file behind our back.
+
+The file size is cached the same way; ``xFileSize`` is an attribute read.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Protocol
+
+from .locks import DbLock
+
+if TYPE_CHECKING:
+    from .registry import ArchiveEntry
+
+CHUNK_CACHE_BYTES = 32 * 1024 * 1024
+
+
+class Node(Protocol):
+    """What a file handle needs from the file behind it."""
+
+    lock: DbLock
+
+    @property
+    def size(self) -> int: ...
+
+    def read(self, offset: int, amount: int) -> bytes: ...
+
+    def write(self, offset: int, data: bytes) -> None: ...
+
+    def truncate(self, size: int) -> None: ...
+
+
+class FileNode:
+    """One archive inode opened by the VFS (see the module docstring)."""
+
+    def __init__(self, entry: ArchiveEntry, ino: int, size: int, chunk_size: int,
+                 cache_bytes: int = CHUNK_CACHE_BYTES) -> None:
+        self.entry = entry
+        self.ino = ino
+        self.size = size
+        self.lock = DbLock()
+        self.handles = 0
+        self._shift = chunk_size.bit_length() - 1
+        self._chunk = chunk_size
+        self._mutex = threading.Lock()
+        self._cache: dict[int, bytes] = {}
+        self._cached = 0
+        self._budget = cache_bytes
+
+    def read(self, offset: int, amount: int) -> bytes:
+        """Up to ``amount`` bytes at ``offset``; short only at end of file."""
+        with self._mutex:
+            end = min(offset + amount, self.size)
+            if offset >= end:
+                return b""
+            shift = self._shift
+            first = offset >> shift
+            if (end - 1) >> shift == first:
+                return self._piece(first, offset - (first << shift), end - offset)
+            parts = []
+            pos = offset
+            while pos < end:
+                chunk_no = pos >> shift
+                stop = min(end, (chunk_no + 1) << shift)
+                parts.append(self._piece(chunk_no, pos - (chunk_no << shift), stop - pos))
+                pos = stop
+            return b"".join(parts)
+
+    def _piece(self, chunk_no: int, lo: int, length: int) -> bytes:
+        data = self._cache.get(chunk_no)
+        if data is None:
+            data = self.entry.archive.read(self.ino, chunk_no << self._shift, self._chunk)
+            self._remember(chunk_no, data)
+        piece = data[lo:lo + length]
+        if len(piece) < length:  # the chunk was cached when the file was shorter: a hole
+            piece += bytes(length - len(piece))
+        return piece
+
+    def _remember(self, chunk_no: int, data: bytes) -> None:
+        cache = self._cache
+        while cache and self._cached + len(data) > self._budget:
+            oldest = next(iter(cache))
+            self._cached -= len(cache.pop(oldest))
+        cache[chunk_no] = data
+        self._cached += len(data)
+
+    def _forget(self, first: int, last: int) -> None:
+        cache = self._cache
+        if not cache:
+            return
+        if last - first > len(cache):
+            doomed = [c for c in cache if first <= c <= last]
+        else:
+            doomed = [c for c in range(first, last + 1) if c in cache]
+        for chunk_no in doomed:
+            self._cached -= len(cache.pop(chunk_no))
+
+    def write(self, offset: int, data: bytes) -> None:
+        """Write through to the archive (one dirty chunk per 64 KiB touched)."""
+        entry = self.entry
+        entry.before_change()
+        with self._mutex:
+            entry.archive.write(self.ino, offset, data)
+            end = offset + len(data)
+            self.size = max(self.size, end)
+            if self._cache:
+                self._forget(offset >> self._shift, (end - 1) >> self._shift)
+
+    def truncate(self, size: int) -> None:
+        entry = self.entry
+        entry.before_change()
+        with self._mutex:
+            entry.archive.truncate(self.ino, size)
+            old = self.size
+            self.size = size
+            low, high = min(old, size), max(old, size)
+            self._forget(low >> self._shift, max(high - 1, low) >> self._shift)
+
+
+class MemoryNode:
+    """A temp file (NULL name or delete-on-close without a writable archive): a bytearray.
+
+    Temp files never touch the host disk, which matters for encrypted archives: sort spills
+    and VACUUM's transient copy hold plaintext rows.
+    """
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.lock = DbLock()
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def read(self, offset: int, amount: int) -> bytes:
+        return bytes(self.data[offset:offset + amount])
+
+    def write(self, offset: int, data: bytes) -> None:
+        buf = self.data
+        if offset > len(buf):
+            buf.extend(bytes(offset - len(buf)))
+        buf[offset:offset + len(data)] = data
+
+    def truncate(self, size: int) -> None:
+        if size < len(self.data):
+            del self.data[size:]
+        else:
+            self.data.extend(bytes(size - len(self.data)))

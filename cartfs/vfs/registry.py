@@ -1,0 +1,340 @@
+"""Open archives, shared by every SQLite file the VFS has open in this process.
+
+Theory of operation
+-------------------
+**One Archive per archive file per process.** The first file SQLite opens in an archive opens
+it (writable unless the connection is read-only, or the archive is frozen); later files —
+other connections, journals, WAL files, attached databases — share that :class:`ArchiveEntry`,
+reference-counted, and the last close commits and closes the archive. Archives are keyed by
+the host file's (device, inode), so different spellings of one path share an entry. A
+writable request while the archive is open read-only in this process is refused (its shared
+``flock`` cannot be upgraded under live readers); a read-only request shares a writable entry.
+
+**Durability.** ``xSync`` commits the archive transaction (one commit, two fsyncs; see
+:class:`~cartfs.core.archive.Archive`). A commit persists *every* change made so far, in the
+order made, atomically — so a crash leaves the state after some prefix of our writes. That is
+why the VFS reports ``SQLITE_IOCAP_SEQUENTIAL`` (SQLite then skips the journal syncs it would
+otherwise need before writing the database) and why the main database's ``xSync`` during a
+rollback-journal transaction may be *deferred* to the end of the transaction
+(``SQLITE_FCNTL_COMMIT_PHASETWO``, or the unlock below RESERVED): the database pages and the
+journal's deletion/truncation/zeroing then land in one atomic commit, one commit per SQLite
+transaction instead of two, and a committed transaction is durable when COMMIT returns.
+
+The prefix property holds per archive; SQLite's multi-database commit (a super-journal in one
+archive, databases in others) needs it across archives, so :meth:`Registry.before_change`
+commits the archive last changed before the first change to a different one. Writes then
+form one ordered stream across all archives of the process.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import threading
+from dataclasses import dataclass
+
+from cartfs.core.archive import Archive
+from cartfs.core.errors import (
+    ArchiveBusy,
+    CartError,
+    InvalidArgument,
+    IsADirectory,
+    NotADirectory,
+    NotAnArchive,
+    NotFound,
+    ReadOnly,
+)
+from cartfs.core.paths import parent_and_name
+
+from .naming import derived_base
+from .nodes import FileNode
+
+PASSPHRASE_ENV = "CARTFS_PASSPHRASE"
+_NAME_CACHE_MAX = 4096
+_MISSING = -1
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+class NameConflict(CartError):
+    """A database path is already open from another archive in this process."""
+
+
+@dataclass
+class Binding:
+    """A main database's full pathname, bound to the archive and path it was opened from."""
+
+    entry: ArchiveEntry
+    inner: str
+    refs: int = 0
+
+
+class ArchiveEntry:
+    """One open archive and what the VFS keeps about it (see the module docstring)."""
+
+    def __init__(self, registry: Registry, key: tuple[int, int], path: str,
+                 archive: Archive) -> None:
+        self.registry = registry
+        self.key = key
+        self.path = path
+        self.archive = archive
+        self.writable = archive.writable
+        # never writable here: frozen, or the file/filesystem refused a writable open
+        self.readonly_forced = archive.superblock.frozen
+        self.chunk_size = archive.superblock.chunk_size
+        self.refs = 0
+        self.open_journals = 0
+        self.owed = False
+        self._mutex = threading.Lock()
+        self._names: dict[str, int] = {}
+        self._nodes: dict[int, FileNode] = {}
+
+    def __repr__(self) -> str:
+        return f"<ArchiveEntry {self.path} refs={self.refs} writable={self.writable}>"
+
+    # ---- names --------------------------------------------------------------------------
+
+    def lookup(self, inner: str) -> int | None:
+        """The inode at an archive path (following symlinks), or None if there is none.
+
+        Cached: SQLite asks "does the journal exist?" at the start of every transaction.
+        Every create and unlink in this archive goes through the VFS, which updates the cache.
+        """
+        ino = self._names.get(inner)
+        if ino is None:
+            try:
+                ino = self.archive.resolve(inner).ino
+            except (NotFound, NotADirectory):
+                ino = _MISSING
+            if len(self._names) >= _NAME_CACHE_MAX:
+                self._names.clear()
+            self._names[inner] = ino
+        return None if ino == _MISSING else ino
+
+    def create(self, inner: str) -> int:
+        """Create an empty regular file (its directory must exist)."""
+        parents, name = parent_and_name(inner)
+        parent = self.archive.resolve(b"/" + b"/".join(parents))
+        if not parent.is_dir:
+            raise NotADirectory(f"{os.fsdecode(b'/'.join(parents))}: not a directory")
+        self.before_change()
+        ino = self.archive.create_file(parent.ino, name).ino
+        self._names[inner] = ino
+        return ino
+
+    def create_unlinked(self) -> int:
+        """A nameless file for SQLITE_OPEN_DELETEONCLOSE (reclaimed even after a crash)."""
+        self.before_change()
+        return self.archive.create_unlinked().ino
+
+    def unlink(self, inner: str) -> bool:
+        """Remove a name; False if there was none. Open handles keep the inode (pinned)."""
+        if self.lookup(inner) is None:
+            return False
+        parents, name = parent_and_name(inner)
+        parent = self.archive.resolve(b"/" + b"/".join(parents))
+        self.before_change()
+        try:
+            self.archive.unlink(parent.ino, name)
+        except NotFound:
+            self._names[inner] = _MISSING
+            return False
+        self._names[inner] = _MISSING
+        return True
+
+    def is_dir(self, ino: int) -> bool:
+        return self.archive.getattr(ino).is_dir
+
+    # ---- file nodes ---------------------------------------------------------------------
+
+    def open_node(self, ino: int) -> FileNode:
+        """The shared node of an inode, with one more handle on it (and the inode pinned,
+        so an unlink while open keeps the bytes until the last close)."""
+        with self._mutex:
+            node = self._nodes.get(ino)
+            if node is None:
+                inode = self.archive.getattr(ino)
+                if inode.is_dir:
+                    raise IsADirectory("is a directory")
+                if not inode.is_reg:
+                    raise InvalidArgument("not a regular file")
+                node = FileNode(self, ino, inode.size, self.chunk_size)
+                self._nodes[ino] = node
+            node.handles += 1
+            self.archive.pin(ino)
+            return node
+
+    def close_node(self, node: FileNode) -> None:
+        with self._mutex:
+            node.handles -= 1
+            if node.handles == 0:
+                self._nodes.pop(node.ino, None)
+            self.archive.unpin(node.ino)
+
+    # ---- durability ---------------------------------------------------------------------
+
+    def before_change(self) -> None:
+        """Keep one ordered stream of writes across archives (see the module docstring)."""
+        if self.registry.last_changed is not self:
+            self.registry.switch_to(self)
+
+    def sync(self) -> None:
+        """Commit the archive transaction: everything written so far becomes durable."""
+        self.owed = False
+        if self.writable:
+            self.archive.sync()
+
+    def sync_main_db(self) -> None:
+        """``xSync`` of a main database: deferred to the end of the transaction while a
+        rollback journal is open (the journal's end lands in the same commit), else now."""
+        if self.open_journals > 0:
+            self.owed = True
+        else:
+            self.sync()
+
+    def pay_owed(self) -> None:
+        if self.owed:
+            self.sync()
+
+
+def _passphrase_from_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.readline().rstrip("\r\n")
+    except OSError as exc:
+        raise NotFound(f"{path}: cannot read key file: {exc.strerror}") from None
+
+
+class Registry:
+    """Every archive the VFS has open in this process, and the name bindings."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.RLock()
+        self._entries: dict[tuple[int, int], ArchiveEntry] = {}
+        self._bindings: dict[str, Binding] = {}
+        self.last_changed: ArchiveEntry | None = None
+        self._switch = threading.Lock()
+
+    # ---- archives -----------------------------------------------------------------------
+
+    def acquire(self, path: str, *, writable: bool, passphrase: str | bytes | None = None,
+                key_file: str | None = None) -> ArchiveEntry:
+        """The entry of the archive at ``path`` with one more reference (opening it if this
+        process has not yet). Raises the core's errors (NotFound, ArchiveBusy, ...)."""
+        key = _archive_key(path)
+        with self._mutex:
+            entry = self._entries.get(key)
+            if entry is None:
+                archive = self._open(path, writable, passphrase, key_file)
+                entry = ArchiveEntry(self, key, os.path.realpath(path), archive)
+                entry.readonly_forced |= writable and not archive.writable
+                self._entries[key] = entry
+            elif writable and not entry.writable and not entry.readonly_forced:
+                raise ArchiveBusy(
+                    f"{path}: archive is open read-only in this process; close its read-only "
+                    "connections before opening it for writing")
+            entry.refs += 1
+            return entry
+
+    @staticmethod
+    def _open(path: str, writable: bool, passphrase: str | bytes | None,
+              key_file: str | None) -> Archive:
+        if passphrase is None and key_file:
+            passphrase = _passphrase_from_file(key_file)
+        if passphrase is None:
+            passphrase = os.environ.get(PASSPHRASE_ENV) or None
+        if writable:
+            try:
+                return Archive.open(path, passphrase=passphrase)
+            except CartError as exc:
+                # frozen, read-only file system, no write permission: read-only, like
+                # SQLite's own fallback for a database file it cannot write
+                refused = type(exc) is CartError and exc.errno in _NOT_WRITABLE
+                if not (isinstance(exc, ReadOnly) or refused):
+                    raise
+        return Archive.open(path, readonly=True, passphrase=passphrase)
+
+    def retain(self, entry: ArchiveEntry) -> None:
+        with self._mutex:
+            entry.refs += 1
+
+    def release(self, entry: ArchiveEntry) -> None:
+        """Drop a reference; the last one commits and closes the archive."""
+        with self._mutex:
+            entry.refs -= 1
+            if entry.refs > 0:
+                return
+            self._entries.pop(entry.key, None)
+            for name in [n for n, b in self._bindings.items() if b.entry is entry]:
+                del self._bindings[name]
+            if self.last_changed is entry:
+                self.last_changed = None
+            entry.archive.close()
+
+    def open_entries(self) -> list[ArchiveEntry]:
+        with self._mutex:
+            return list(self._entries.values())
+
+    # ---- bindings of full pathnames ------------------------------------------------------
+
+    def bind(self, name: str, entry: ArchiveEntry, inner: str) -> None:
+        """Remember that the database SQLite calls ``name`` is ``inner`` in ``entry``."""
+        with self._mutex:
+            binding = self._bindings.get(name)
+            if binding is not None and (binding.entry is not entry or binding.inner != inner):
+                raise NameConflict(
+                    f"{name} is already open from {binding.entry.path} in this process; "
+                    "SQLite identifies databases by path, so name this one with its archive: "
+                    f"file:{entry.path}{inner}?vfs=cartridge")
+            if binding is None:
+                binding = self._bindings[name] = Binding(entry, inner)
+            binding.refs += 1
+
+    def unbind(self, name: str) -> None:
+        with self._mutex:
+            binding = self._bindings.get(name)
+            if binding is not None:
+                binding.refs -= 1
+                if binding.refs <= 0:
+                    del self._bindings[name]
+
+    def bound(self, name: str) -> tuple[ArchiveEntry, str] | None:
+        """(entry, inner path) for a bound database name or a name derived from one."""
+        binding = self._bindings.get(name)
+        if binding is not None:
+            return binding.entry, binding.inner
+        split = derived_base(name)
+        if split is not None:
+            binding = self._bindings.get(split[0])
+            if binding is not None:
+                return binding.entry, binding.inner + split[1]
+        return None
+
+    # ---- ordering across archives ---------------------------------------------------------
+
+    def switch_to(self, entry: ArchiveEntry) -> None:
+        """Commit the archive changed last before ``entry`` starts changing."""
+        with self._switch:
+            previous = self.last_changed
+            if previous is entry:
+                return
+            if previous is not None and not previous.archive.closed:
+                previous.sync()
+            self.last_changed = entry
+
+
+def _archive_key(path: str) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise NotFound(f"{path}: no such archive") from None
+    except NotADirectoryError:
+        raise NotFound(f"{path}: no such archive") from None
+    except OSError as exc:
+        raise NotAnArchive(f"{path}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise NotAnArchive(f"{path}: not a regular file, not an archive")
+    return st.st_dev, st.st_ino
+
+
+REGISTRY = Registry()
