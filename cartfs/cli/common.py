@@ -259,6 +259,17 @@ class DeferredInterrupts:
             raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def writing(args: argparse.Namespace, *, options: OpenOptions | None = None
+            ) -> Iterator[tuple[Archive, DeferredInterrupts]]:
+    """Open ARCHIVE for a command that changes it. Opening (and a passphrase prompt) can be
+    interrupted as usual; from then until the final commit is written, SIGINT/SIGTERM only
+    take effect where the command calls ``stop.check()`` (see the module docstring)."""
+    archive = open_archive(args, options=options)
+    with DeferredInterrupts() as stop, archive:
+        yield archive, stop
+
+
 class Progress:
     """A one-line progress bar on stderr (only when it is a terminal, at most 10 Hz)."""
 

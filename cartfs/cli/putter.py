@@ -87,6 +87,12 @@ class Putter:
     files: int = 0
     _links: dict[tuple[int, int], int] = field(default_factory=dict)
     _owner: bool = field(default_factory=may_chown)
+    _self: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.archive.path is not None:  # never copy the archive into itself
+            st = os.stat(self.archive.path)
+            self._self = (st.st_dev, st.st_ino)
 
     # ---- public -------------------------------------------------------------------------------
 
@@ -128,6 +134,9 @@ class Putter:
 
     def _copy_entry(self, item: _Copy, stack: list[_Copy | _Finish]) -> None:
         st = os.lstat(item.local)
+        if (st.st_dev, st.st_ino) == self._self:
+            self.report(f"cartfs: {os.fsdecode(item.local)}: skipped (it is the archive)")
+            return
         log.info("put %s", os.fsdecode(item.dest))
         if stat.S_ISDIR(st.st_mode):
             ino = self._make_dir(item, st)

@@ -15,7 +15,6 @@ import sys
 import time
 
 from cartfs.cli.common import (
-    DeferredInterrupts,
     Progress,
     add_archive_argument,
     add_command,
@@ -23,6 +22,7 @@ from cartfs.cli.common import (
     human_size,
     open_archive,
     parse_size,
+    writing,
 )
 from cartfs.cli.getter import Getter, archive_bytes
 from cartfs.cli.putter import Putter, source_bytes
@@ -74,7 +74,7 @@ def cmd_put(args: argparse.Namespace) -> int:
     options = OpenOptions(commit_bytes=args.commit_every) if args.commit_every else None
     dest = os.fsencode(args.dest)
     started = time.monotonic()
-    with DeferredInterrupts() as stop, open_archive(args, options=options) as archive:
+    with writing(args, options=options) as (archive, stop):
         bar = Progress("put", 0)
         if bar.enabled:
             bar.update(0, source_bytes(sources, args.exclude))

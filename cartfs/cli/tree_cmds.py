@@ -14,7 +14,6 @@ import sys
 from collections.abc import Iterator
 
 from cartfs.cli.common import (
-    DeferredInterrupts,
     add_archive_argument,
     add_command,
     core_reason,
@@ -22,6 +21,7 @@ from cartfs.cli.common import (
     path_error,
     quiet_broken_pipe,
     write_out,
+    writing,
 )
 from cartfs.cli.listing import listing, long_lines, row_for, short_lines
 from cartfs.core.archive import Archive
@@ -98,7 +98,7 @@ def cmd_cat(args: argparse.Namespace) -> int:
 
 def cmd_mkdir(args: argparse.Namespace) -> int:
     """Create directories (-p: with parents, and no error if they exist)."""
-    with open_archive(args) as archive, DeferredInterrupts() as stop:
+    with writing(args) as (archive, stop):
         for path in args.paths:
             stop.check()
             with about(path):
@@ -109,7 +109,7 @@ def cmd_mkdir(args: argparse.Namespace) -> int:
 
 def cmd_rm(args: argparse.Namespace) -> int:
     """Remove files; directories only with -r (everything below them too)."""
-    with open_archive(args) as archive, DeferredInterrupts() as stop:
+    with writing(args) as (archive, stop):
         for path in args.paths:
             stop.check()
             with about(path):
@@ -129,7 +129,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 def cmd_mv(args: argparse.Namespace) -> int:
     """Rename or move (into DST when DST is a directory); O(1) even for big directories."""
-    with open_archive(args) as archive:
+    with writing(args) as (archive, _stop):
         try:
             archive.move(args.src, args.dst)
         except CartError as exc:
