@@ -5,6 +5,9 @@ archive, or a bad mount point, is one clear line and a non-zero exit — then (u
 forks a daemon and returns once the mount answers. ``umount`` asks the kernel to unmount,
 which makes the daemon flush and commit, and waits until the daemon has released the
 archive, so the archive is complete on disk when it returns.
+
+The FUSE machinery (pyfuse3, trio) is imported only when these commands run, so the other
+``cartfs`` commands start without it.
 """
 
 from __future__ import annotations
@@ -17,18 +20,7 @@ from dataclasses import replace
 
 from cartfs.cli.common import add_passphrase_options, open_archive
 from cartfs.core.archive import Archive, OpenOptions
-from cartfs.core.errors import CartError, ReadOnly
-from cartfs.fuse.mount import (
-    FSTYPE,
-    MountError,
-    check_mountpoint,
-    daemonize,
-    find_mount,
-    foreground_ready,
-    serve,
-    unmount,
-    wait_released,
-)
+from cartfs.core.errors import CartError
 from cartfs.fuse.options import MountSettings, parse_options, split_options
 
 ORDER = 30
@@ -91,18 +83,26 @@ def open_for_mount(args: argparse.Namespace, settings: MountSettings) -> Archive
         return open_archive(args, readonly=True, options=options)
     try:
         return open_archive(args, options=options)
-    except ReadOnly as exc:
-        reason = str(exc)
-    except CartError as exc:
-        if type(exc) is not CartError or exc.errno not in (errno.EACCES, errno.EPERM):
+    except CartError as exc:  # open_archive keeps the errno, not the class
+        if exc.errno == errno.EROFS:
+            reason = str(exc)
+        elif exc.errno in (errno.EACCES, errno.EPERM) and not os.access(args.archive, os.W_OK):
+            reason = f"{args.archive}: no write permission"
+        else:
             raise
-        reason = f"{args.archive}: no write permission"
     print(f"cartfs: {reason}: mounting read-only", file=sys.stderr)
     return open_archive(args, readonly=True, options=options)
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
     """Check everything, open the archive, then serve (here or in a daemon)."""
+    from cartfs.fuse.mount import (  # noqa: PLC0415 (keep trio out of other commands)
+        check_mountpoint,
+        daemonize,
+        foreground_ready,
+        serve,
+    )
+
     groups: list[str] = args.options
     settings = parse_options(groups)
     nonempty = "nonempty" in split_options(groups)
@@ -125,6 +125,14 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
 def cmd_umount(args: argparse.Namespace) -> int:
     """Unmount and wait for the daemon's final commit."""
+    from cartfs.fuse.mount import (  # noqa: PLC0415
+        FSTYPE,
+        MountError,
+        find_mount,
+        unmount,
+        wait_released,
+    )
+
     mountpoint = os.path.abspath(args.mountpoint)
     entry = find_mount(mountpoint)
     if entry is None:

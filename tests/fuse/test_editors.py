@@ -112,10 +112,9 @@ def test_mmap_and_unlink_while_open(mounts: Mounts) -> None:
     mnt = mounts.mount(archive)
     path = mnt / "mapped.bin"
     path.write_bytes(bytes(64 * 1024))
-    with open(path, "r+b") as fh:
-        with mmap.mmap(fh.fileno(), 0) as mm:
-            mm[100:105] = b"hello"
-            mm.flush()
+    with open(path, "r+b") as fh, mmap.mmap(fh.fileno(), 0) as mm:
+        mm[100:105] = b"hello"
+        mm.flush()
     assert path.read_bytes()[100:105] == b"hello"
 
     victim = mnt / "victim"
