@@ -20,6 +20,7 @@ accepted:
 
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
 import re
@@ -36,6 +37,7 @@ def normalize(path: str) -> str:
     return "/" if norm == "//" else norm
 
 
+@functools.lru_cache(maxsize=4096)
 def derived_base(name: str) -> tuple[str, str] | None:
     """Split a journal/WAL/super-journal name into (database name, suffix)."""
     match = _DERIVED.search(name)

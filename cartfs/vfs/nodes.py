@@ -5,27 +5,35 @@ see one size, one chunk cache and one :class:`~cartfs.vfs.locks.DbLock`.
 
 Theory of operation
 -------------------
-Writes go straight to :meth:`Archive.write` at the offset SQLite gives: a 4 KiB page write
-dirties the one 64 KiB archive chunk that holds it, never the rest of the database. The
-archive buffers the chunk and commits it with the next archive transaction.
+**Writes** go to the archive at the offset SQLite gives: a 4 KiB page write dirties the one
+64 KiB archive chunk that holds it, never the rest of the database. SQLite writes mostly in
+runs (journal records appended one after another, database pages in page order at commit,
+VACUUM copying a whole file), so each archive keeps one *pending run*: a write that starts
+where the pending run ends (same file) is appended to it; anything else — a write elsewhere,
+a read of that file, a truncate, create, unlink or sync anywhere in the archive — first
+hands the run to :meth:`Archive.write` as one call. Sixteen page writes become one chunk
+write. Because the run is always the most recent write and is handed over before any other
+archive operation, the archive still sees every write in the order SQLite issued it (what
+SQLITE_IOCAP_SEQUENTIAL promises, see :mod:`cartfs.vfs.registry`).
 
-Reads are served from a small per-file cache of whole chunks (bytes, as the archive returns
-them). SQLite re-reads the same few bytes constantly — the change counter at offset 24 at the
-start of every read transaction, page 1, hot pages after its own cache evicts them — and a
-dictionary hit costs a fraction of a microsecond where an archive read costs several (two
-B-tree lookups behind the archive lock). The cache stays coherent because every change to the
-file in this process goes through this node: a write or truncate drops the chunks it touches,
-under the node mutex, so a concurrent reader can never re-insert stale bytes. The archive is
-private to the VFS registry (another process cannot write it while we hold it, see
-:mod:`cartfs.vfs.locks`), so nothing else changes the file behind our back.
+**Reads** are served from a small per-file cache of whole chunks (bytes, as the archive
+returns them). SQLite re-reads the same few bytes constantly — the change counter at offset
+24 at the start of every read transaction, page 1, hot pages after its own cache evicted them
+— and a dictionary hit costs a fraction of a microsecond where an archive read costs several
+(B-tree lookups behind the archive lock). The cache is coherent because every change to the
+file in this process goes through this node: a write or truncate drops the chunks it touches.
+The archive is private to the VFS registry (no other process can write it while we hold it,
+see :mod:`cartfs.vfs.locks`), so nothing changes the file behind our back.
 
-The file size is cached the same way; ``xFileSize`` is an attribute read.
+The file size is kept the same way; ``xFileSize`` is an attribute read. All node state of
+one archive is guarded by that archive's one mutex (``entry.mutex``).
 """
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING, Protocol
+
+from cartfs.core.errors import ReadOnly
 
 from .locks import DbLock
 
@@ -33,6 +41,7 @@ if TYPE_CHECKING:
     from .registry import ArchiveEntry
 
 CHUNK_CACHE_BYTES = 32 * 1024 * 1024
+PENDING_MAX = 1024 * 1024
 
 
 class Node(Protocol):
@@ -50,6 +59,18 @@ class Node(Protocol):
     def truncate(self, size: int) -> None: ...
 
 
+class PendingRun:
+    """Contiguous bytes written to one file and not yet handed to the archive."""
+
+    __slots__ = ("buf", "end", "node", "start")
+
+    def __init__(self, node: FileNode, start: int, data: bytes) -> None:
+        self.node = node
+        self.start = start
+        self.buf = bytearray(data)
+        self.end = start + len(data)
+
+
 class FileNode:
     """One archive inode opened by the VFS (see the module docstring)."""
 
@@ -62,14 +83,17 @@ class FileNode:
         self.handles = 0
         self._shift = chunk_size.bit_length() - 1
         self._chunk = chunk_size
-        self._mutex = threading.Lock()
         self._cache: dict[int, bytes] = {}
         self._cached = 0
         self._budget = cache_bytes
 
     def read(self, offset: int, amount: int) -> bytes:
         """Up to ``amount`` bytes at ``offset``; short only at end of file."""
-        with self._mutex:
+        entry = self.entry
+        with entry.mutex:
+            pending = entry.pending
+            if pending is not None and pending.node is self:
+                entry.flush_locked()
             end = min(offset + amount, self.size)
             if offset >= end:
                 return b""
@@ -116,12 +140,25 @@ class FileNode:
             self._cached -= len(cache.pop(chunk_no))
 
     def write(self, offset: int, data: bytes) -> None:
-        """Write through to the archive (one dirty chunk per 64 KiB touched)."""
+        """Append to the archive's pending run, or hand that over and start a new one."""
+        if not data:
+            return
         entry = self.entry
-        entry.before_change()
-        with self._mutex:
-            entry.archive.write(self.ino, offset, data)
+        if not entry.writable:
+            raise ReadOnly(f"{entry.path}: archive is open read-only")
+        if entry.registry.last_changed is not entry:
+            entry.registry.switch_to(entry)
+        with entry.mutex:
             end = offset + len(data)
+            pending = entry.pending
+            if (pending is not None and pending.node is self and pending.end == offset
+                    and end - pending.start <= PENDING_MAX):
+                pending.buf += data
+                pending.end = end
+            else:
+                if pending is not None:
+                    entry.flush_locked()
+                entry.pending = PendingRun(self, offset, data)
             self.size = max(self.size, end)
             if self._cache:
                 self._forget(offset >> self._shift, (end - 1) >> self._shift)
@@ -129,7 +166,8 @@ class FileNode:
     def truncate(self, size: int) -> None:
         entry = self.entry
         entry.before_change()
-        with self._mutex:
+        with entry.mutex:
+            entry.flush_locked()
             entry.archive.truncate(self.ino, size)
             old = self.size
             self.size = size

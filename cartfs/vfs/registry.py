@@ -48,7 +48,7 @@ from cartfs.core.errors import (
 from cartfs.core.paths import parent_and_name
 
 from .naming import derived_base
-from .nodes import FileNode
+from .nodes import FileNode, PendingRun
 
 PASSPHRASE_ENV = "CARTFS_PASSPHRASE"
 _NAME_CACHE_MAX = 4096
@@ -70,7 +70,11 @@ class Binding:
 
 
 class ArchiveEntry:
-    """One open archive and what the VFS keeps about it (see the module docstring)."""
+    """One open archive and what the VFS keeps about it (see the module docstring).
+
+    ``mutex`` guards the name cache, the nodes, their caches and sizes, and the pending
+    write run (:mod:`cartfs.vfs.nodes`); it is never held while waiting for another entry.
+    """
 
     def __init__(self, registry: Registry, key: tuple[int, int], path: str,
                  archive: Archive) -> None:
@@ -85,12 +89,24 @@ class ArchiveEntry:
         self.refs = 0
         self.open_journals = 0
         self.owed = False
-        self._mutex = threading.Lock()
+        self.mutex = threading.Lock()
+        self.pending: PendingRun | None = None
         self._names: dict[str, int] = {}
         self._nodes: dict[int, FileNode] = {}
 
     def __repr__(self) -> str:
         return f"<ArchiveEntry {self.path} refs={self.refs} writable={self.writable}>"
+
+    def flush_locked(self) -> None:
+        """Hand the pending write run to the archive (caller holds ``mutex``)."""
+        pending = self.pending
+        if pending is not None:
+            self.archive.write(pending.node.ino, pending.start, pending.buf)
+            self.pending = None
+
+    def flush(self) -> None:
+        with self.mutex:
+            self.flush_locked()
 
     # ---- names --------------------------------------------------------------------------
 
@@ -102,55 +118,62 @@ class ArchiveEntry:
         """
         ino = self._names.get(inner)
         if ino is None:
-            try:
-                ino = self.archive.resolve(inner).ino
-            except (NotFound, NotADirectory):
-                ino = _MISSING
-            if len(self._names) >= _NAME_CACHE_MAX:
-                self._names.clear()
-            self._names[inner] = ino
+            with self.mutex:
+                try:
+                    ino = self.archive.resolve(inner).ino
+                except (NotFound, NotADirectory):
+                    ino = _MISSING
+                if len(self._names) >= _NAME_CACHE_MAX:
+                    self._names.clear()
+                self._names[inner] = ino
         return None if ino == _MISSING else ino
 
     def create(self, inner: str) -> int:
         """Create an empty regular file (its directory must exist)."""
         parents, name = parent_and_name(inner)
-        parent = self.archive.resolve(b"/" + b"/".join(parents))
-        if not parent.is_dir:
-            raise NotADirectory(f"{os.fsdecode(b'/'.join(parents))}: not a directory")
         self.before_change()
-        ino = self.archive.create_file(parent.ino, name).ino
-        self._names[inner] = ino
-        return ino
+        with self.mutex:
+            self.flush_locked()
+            parent = self.archive.resolve(b"/" + b"/".join(parents))
+            if not parent.is_dir:
+                raise NotADirectory(f"{os.fsdecode(b'/'.join(parents))}: not a directory")
+            ino = self.archive.create_file(parent.ino, name).ino
+            self._names[inner] = ino
+            return ino
 
     def create_unlinked(self) -> int:
         """A nameless file for SQLITE_OPEN_DELETEONCLOSE (reclaimed even after a crash)."""
         self.before_change()
-        return self.archive.create_unlinked().ino
+        with self.mutex:
+            self.flush_locked()
+            return self.archive.create_unlinked().ino
 
     def unlink(self, inner: str) -> bool:
         """Remove a name; False if there was none. Open handles keep the inode (pinned)."""
         if self.lookup(inner) is None:
             return False
         parents, name = parent_and_name(inner)
-        parent = self.archive.resolve(b"/" + b"/".join(parents))
         self.before_change()
-        try:
-            self.archive.unlink(parent.ino, name)
-        except NotFound:
+        with self.mutex:
+            self.flush_locked()
             self._names[inner] = _MISSING
-            return False
-        self._names[inner] = _MISSING
-        return True
+            parent = self.archive.resolve(b"/" + b"/".join(parents))
+            try:
+                self.archive.unlink(parent.ino, name)
+            except NotFound:
+                return False
+            return True
 
     def is_dir(self, ino: int) -> bool:
-        return self.archive.getattr(ino).is_dir
+        with self.mutex:
+            return self.archive.getattr(ino).is_dir
 
     # ---- file nodes ---------------------------------------------------------------------
 
     def open_node(self, ino: int) -> FileNode:
         """The shared node of an inode, with one more handle on it (and the inode pinned,
         so an unlink while open keeps the bytes until the last close)."""
-        with self._mutex:
+        with self.mutex:
             node = self._nodes.get(ino)
             if node is None:
                 inode = self.archive.getattr(ino)
@@ -165,7 +188,9 @@ class ArchiveEntry:
             return node
 
     def close_node(self, node: FileNode) -> None:
-        with self._mutex:
+        with self.mutex:
+            if self.pending is not None and self.pending.node is node:
+                self.flush_locked()
             node.handles -= 1
             if node.handles == 0:
                 self._nodes.pop(node.ino, None)
@@ -182,6 +207,7 @@ class ArchiveEntry:
         """Commit the archive transaction: everything written so far becomes durable."""
         self.owed = False
         if self.writable:
+            self.flush()
             self.archive.sync()
 
     def sync_main_db(self) -> None:
@@ -269,7 +295,10 @@ class Registry:
                 del self._bindings[name]
             if self.last_changed is entry:
                 self.last_changed = None
-            entry.archive.close()
+            try:
+                entry.flush()
+            finally:
+                entry.archive.close()
 
     def open_entries(self) -> list[ArchiveEntry]:
         with self._mutex:

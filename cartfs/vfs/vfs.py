@@ -69,6 +69,12 @@ class CartridgeVFS(apsw.VFS):
 
     def xAccess(self, pathname: str, flags: int) -> bool:
         try:
+            bound = self.registry.bound(pathname)
+            if bound is not None:  # held open by the connection asking: no reference needed
+                entry, inner = bound
+                if entry.lookup(inner) is None:
+                    return False
+                return flags != apsw.SQLITE_ACCESS_READWRITE or entry.writable
             located = self._locate(pathname, None, writable=False)
             if located is None:
                 return False
