@@ -7,6 +7,7 @@ from urllib.parse import quote
 
 import apsw
 
+from cartfs.core.archive import OpenOptions
 from cartfs.core.errors import CartError
 
 from .errors import sqlite_error, to_sqlite
@@ -35,7 +36,7 @@ def uri(archive_path: str | os.PathLike[str], db_path: str, *, readonly: bool = 
 def connect(archive_path: str | os.PathLike[str], db_path: str, *, readonly: bool = False,
             create: bool = True, passphrase: str | bytes | None = None,
             busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS, flags: int | None = None,
-            check: bool = True) -> apsw.Connection:
+            check: bool = True, options: OpenOptions | None = None) -> apsw.Connection:
     """Open the SQLite database ``db_path`` stored inside the archive ``archive_path``.
 
     The archive is opened writable unless ``readonly`` (or it is frozen: then the connection
@@ -43,6 +44,7 @@ def connect(archive_path: str | os.PathLike[str], db_path: str, *, readonly: boo
     ``passphrase`` unlocks an encrypted archive (else ``$CARTFS_PASSPHRASE``). With
     ``check`` the database header is read once, so a file that is not a database fails here
     with a clear error rather than at the first query. ``flags`` overrides the open flags.
+    ``options`` tunes the archive (cache, commit interval) if this call opens it.
 
     Errors are apsw exceptions (:class:`apsw.CantOpenError` for a missing archive or
     database, :class:`apsw.NotADBError`, :class:`apsw.BusyError` when another process has
@@ -51,7 +53,8 @@ def connect(archive_path: str | os.PathLike[str], db_path: str, *, readonly: boo
     register()
     archive = os.fspath(archive_path)
     try:
-        entry = REGISTRY.acquire(archive, writable=not readonly, passphrase=passphrase)
+        entry = REGISTRY.acquire(archive, writable=not readonly, passphrase=passphrase,
+                                 options=options)
     except CartError as exc:
         raise to_sqlite(exc, apsw.SQLITE_CANTOPEN, archive) from exc
     try:

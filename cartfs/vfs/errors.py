@@ -74,7 +74,10 @@ def to_sqlite(exc: BaseException, default: int, what: str) -> apsw.Error:
     if isinstance(exc, apsw.Error):
         return exc
     if isinstance(exc, CartError):
-        return sqlite_error(code_for(exc, default), f"cartridge: {what}: {exc}")
+        message = str(exc)
+        if not message.startswith(what):
+            message = f"{what}: {message}"
+        return sqlite_error(code_for(exc, default), f"cartridge: {message}")
     log.error("cartridge VFS: unexpected error in %s", what, exc_info=exc)
     if default & 0xFF != apsw.SQLITE_IOERR:
         default = apsw.SQLITE_IOERR

@@ -34,7 +34,7 @@ import stat
 import threading
 from dataclasses import dataclass
 
-from cartfs.core.archive import Archive
+from cartfs.core.archive import Archive, OpenOptions
 from cartfs.core.errors import (
     ArchiveBusy,
     CartError,
@@ -244,14 +244,16 @@ class Registry:
     # ---- archives -----------------------------------------------------------------------
 
     def acquire(self, path: str, *, writable: bool, passphrase: str | bytes | None = None,
-                key_file: str | None = None) -> ArchiveEntry:
+                key_file: str | None = None, options: OpenOptions | None = None
+                ) -> ArchiveEntry:
         """The entry of the archive at ``path`` with one more reference (opening it if this
-        process has not yet). Raises the core's errors (NotFound, ArchiveBusy, ...)."""
+        process has not yet, with ``options``). Raises the core's errors (NotFound,
+        ArchiveBusy, ...)."""
         key = _archive_key(path)
         with self._mutex:
             entry = self._entries.get(key)
             if entry is None:
-                archive = self._open(path, writable, passphrase, key_file)
+                archive = self._open(path, writable, passphrase, key_file, options)
                 entry = ArchiveEntry(self, key, os.path.realpath(path), archive)
                 entry.readonly_forced |= writable and not archive.writable
                 self._entries[key] = entry
@@ -264,21 +266,21 @@ class Registry:
 
     @staticmethod
     def _open(path: str, writable: bool, passphrase: str | bytes | None,
-              key_file: str | None) -> Archive:
+              key_file: str | None, options: OpenOptions | None) -> Archive:
         if passphrase is None and key_file:
             passphrase = _passphrase_from_file(key_file)
         if passphrase is None:
             passphrase = os.environ.get(PASSPHRASE_ENV) or None
         if writable:
             try:
-                return Archive.open(path, passphrase=passphrase)
+                return Archive.open(path, passphrase=passphrase, options=options)
             except CartError as exc:
                 # frozen, read-only file system, no write permission: read-only, like
                 # SQLite's own fallback for a database file it cannot write
                 refused = type(exc) is CartError and exc.errno in _NOT_WRITABLE
                 if not (isinstance(exc, ReadOnly) or refused):
                     raise
-        return Archive.open(path, readonly=True, passphrase=passphrase)
+        return Archive.open(path, readonly=True, passphrase=passphrase, options=options)
 
     def retain(self, entry: ArchiveEntry) -> None:
         with self._mutex:

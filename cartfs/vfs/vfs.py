@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import apsw
 
-from cartfs.core.errors import AlreadyExists, IsADirectory, NotFound, ReadOnly
+from cartfs.core.errors import AlreadyExists, CartError, IsADirectory, NotFound, ReadOnly
 
 from .errors import sqlite_error, to_sqlite
 from .file import FileHandle, MainDbHandle, ShadowedMainDbFile, current_entry
@@ -156,9 +156,16 @@ class CartridgeVFS(apsw.VFS):
                     f"cartridge: {name}: which archive? Add ?archive=/path/to/archive.cart to "
                     "the URI, or name the database as /path/to/archive.cart/path/inside.db"))
             archive_path, inner = split
-        entry = self.registry.acquire(archive_path, writable=not readonly, key_file=key_file)
+        try:
+            entry = self.registry.acquire(archive_path, writable=not readonly,
+                                          key_file=key_file)
+        except CartError as exc:
+            raise to_sqlite(exc, apsw.SQLITE_CANTOPEN, archive_path) from exc
         try:
             node = self._main_node(entry, inner, inflags)
+        except CartError as exc:
+            self.registry.release(entry)
+            raise to_sqlite(exc, apsw.SQLITE_CANTOPEN, f"{archive_path}: {inner}") from exc
         except BaseException:
             self.registry.release(entry)
             raise
@@ -176,14 +183,14 @@ class CartridgeVFS(apsw.VFS):
         ino = entry.lookup(inner)
         if ino is None:
             if not inflags & _CREATE:
-                raise NotFound(f"{inner}: no such database in the archive")
+                raise NotFound("no such database in the archive")
             if not entry.writable:
-                raise ReadOnly(f"cannot create {inner}: the archive is open read-only")
+                raise ReadOnly("no such database, and the archive is open read-only")
             ino = entry.create(inner)
         elif inflags & apsw.SQLITE_OPEN_EXCLUSIVE and inflags & _CREATE:
-            raise AlreadyExists(f"{inner}: already exists")
+            raise AlreadyExists("already exists")
         if entry.is_dir(ino):
-            raise IsADirectory(f"{inner}: is a directory, not a database")
+            raise IsADirectory("is a directory, not a database")
         return entry.open_node(ino)
 
     def _main_handle(self, name: str, entry: ArchiveEntry, node: FileNode,
