@@ -102,6 +102,8 @@ class IamStore:
 
     def add_user(self, name: str) -> User:
         key = USER_PREFIX + _check_name("user", name)
+        if name in (".", ".."):  # ${aws:username} never stands for these (a path segment)
+            raise InvalidArgument(f"invalid user name {name!r}: not usable in a path")
         if self._tree.get(key) is not None:
             raise AlreadyExists(f"user {name!r} exists")
         self.archive._check_writable()
@@ -221,7 +223,12 @@ class IamStore:
     def decide(self, user: str, action: str, resource: str,
                context: Mapping[str, str | Sequence[str]] | None = None) -> Decision:
         """Allow or deny, and why. No policies in the archive at all = IAM off (allow)."""
-        ctx = {"aws:username": user, "cartfs:username": user, **(context or {})}
+        # The principal names itself: a context value for these keys (perhaps copied from a
+        # request) must never stand in for another user's ${aws:username}.
+        ctx: dict[str, str | Sequence[str]] = {
+            k: v for k, v in (context or {}).items()
+            if not (isinstance(k, str) and k.lower() in ("aws:username", "cartfs:username"))}
+        ctx.update({"aws:username": user, "cartfs:username": user})
         generation = self.generation
         key = decision_key(user, action, resource, ctx)
         cached = self._cache.get(key, generation)
