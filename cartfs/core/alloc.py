@@ -362,12 +362,39 @@ class Allocator:
             if end <= FIRST_DATA_PAGE:
                 return FIRST_DATA_PAGE - 1
 
+    def trim_last_group(self) -> None:
+        """Vacuum: hand the free pages at the top of the highest bitmap group back to the
+        extents. Relocation empties every group above its boundary, but the one group that
+        straddles it keeps up to 63 free bits at its top, which would pin the file length."""
+        if not self._groups:
+            return
+        group: _Group = self._groups.values()[-1]
+        keep = group.used.bit_length()  # pages up to the highest one in use
+        if keep == group.size:
+            return
+        had_space = group.used != group.full_mask
+        if keep == 0:
+            del self._groups[group.start]
+            if had_space:
+                self._groups_with_space.remove(group.start)
+            self._add_free(group.start, group.size)
+            return
+        freed = group.size - keep
+        group.size = keep
+        if group.used == group.full_mask and had_space:
+            self._groups_with_space.remove(group.start)
+        self._add_free(group.start + keep, freed)
+
     def truncate_to(self, total_pages: int) -> None:
         """Drop the free tail so the file can shrink to ``total_pages``."""
         if total_pages <= self.highest_used_page():
             raise ValueError("cannot truncate below a used page")
-        idx = self._free.bisect_right(total_pages - 1) - 1
+        # The free tail starts at or below ``total_pages`` (often exactly there: bisecting
+        # for ``total_pages - 1`` would pick the extent before it and free live pages).
+        idx = self._free.bisect_right(total_pages) - 1
         start = self._free.keys()[idx]
+        if start + self._free[start] != self.total_pages:
+            raise ValueError("the pages above the new end are not one free tail")
         self._remove_extent(start)
         if start < total_pages:
             self._insert_extent(start, total_pages - start)

@@ -235,6 +235,8 @@ def _write_frozen(archive: Archive, device: FileDevice, src: Superblock, root: T
     sb = sb.with_(signature=BlobRef(PageNo(sig_page), txid, len(record), crc32(record)))
     sb = pager.commit_superblock(sb)
     pager.write_superblock_slot(sb, (sb.txid + 1) % 2)
+    if progress is not None:  # the hint counts pages not copied (allocator, other trees)
+        progress(total_hint, total_hint)
     return total
 
 
@@ -249,6 +251,32 @@ def read_signature(device: Device, sb: Superblock) -> Signature:
     if magic != SIG_MAGIC or algorithm != 1 or hash_id != 1:
         raise SignatureError("unknown signature format")
     return Signature(public, content, signature)
+
+
+def _check_unhashed_bytes(device: Device, sb: Superblock) -> None:
+    """The bytes the content hash leaves out must be exactly what the signed state implies,
+    so that changing any byte of the file fails verification: both superblock slots hold
+    the same encoding (freeze writes two copies; a damaged copy would otherwise go unnoticed
+    while the reader silently used the other), the signature reference names the record on
+    the last page, that page is zero after the record, and nothing follows it. The
+    authentication tag of an encrypted archive cannot be checked without the passphrase;
+    opening the archive checks it."""
+    expected = encode_superblock(sb)
+    for slot in (0, 1):
+        if device.pread(PAGE_SIZE, slot * PAGE_SIZE) != expected:
+            raise SignatureError(f"superblock copy {slot} differs from the signed superblock")
+    ref = sb.signature
+    if ref.page != sb.total_pages - 1 or ref.birth != sb.txid \
+            or ref.length != SIG_RECORD.size:
+        raise SignatureError("signature reference does not name the last page")
+    if not sb.encrypted and sb.auth_tag != bytes(32):
+        raise SignatureError("unencrypted archive carries an authentication tag")
+    padding = device.pread(PAGE_SIZE - ref.length, ref.page * PAGE_SIZE + ref.length)
+    if padding.count(0) != PAGE_SIZE - ref.length:
+        raise SignatureError("bytes after the signature record were changed")
+    if device.size() != sb.total_pages * PAGE_SIZE:
+        raise SignatureError(f"file is {device.size()} bytes, the signed archive "
+                             f"{sb.total_pages * PAGE_SIZE}")
 
 
 @dataclass(frozen=True)
@@ -266,6 +294,7 @@ def verify_signature(path: str, *, expected_key: Ed25519PublicKey | None = None,
         probe = Pager(device, ARCCache(0))
         sb = probe.read_superblocks()[0]
         sig = read_signature(device, sb)
+        _check_unhashed_bytes(device, sb)
         content = _hash_pages(device, sb, sb.signature.page, progress)
         if content != sig.content_hash:
             raise SignatureError("content does not match the signed hash: the archive changed")

@@ -298,6 +298,9 @@ class Checker:
                     self.report.add("page is held for snapshots but no snapshot reaches it",
                                     page, "allocator")
                     owner[page] = ("dead", start)
+                elif owner[page][0] == FREE:  # a later sweep would free it a second time
+                    self.report.add("page is both free and held for snapshots", page,
+                                    "allocator")
         for page in range(FIRST_DATA_PAGE, alloc.total_pages):
             if page not in owner:
                 self.report.add("page is neither free nor used (leaked)", PageNo(page),

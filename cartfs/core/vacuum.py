@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .archive import Archive
 
 Progress = Callable[[int, int], None]
+COMMIT_RESERVE = 16
 
 
 @dataclass(frozen=True)
@@ -124,10 +125,15 @@ def _relocate_system(archive: Archive, boundary: int, tick: Callable[[int], None
 def _trim_tail(archive: Archive) -> None:
     """Record the shorter length in a commit, then shrink the file."""
     alloc = archive._alloc
-    new_total = alloc.highest_used_page() + 1
+    alloc.trim_last_group()
+    # Keep the free pages the recording commit reserves (Archive._commit asks for 16 beyond
+    # its dirty pages): without them that commit would grow the file straight back.
+    new_total = alloc.highest_used_page() + 1 + COMMIT_RESERVE
     if new_total >= alloc.total_pages:
         return
     alloc.truncate_to(new_total)
     archive._meta_dirty = True
     archive._commit()
-    archive._pager.shrink(new_total)
+    # Not ``new_total``: if that commit had to grow the file for its own pages, the
+    # superblock now names the longer length, and cutting below it would lose them.
+    archive._pager.shrink(alloc.total_pages)

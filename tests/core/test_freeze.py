@@ -1,0 +1,236 @@
+"""Freeze: a packed, read-only, signed copy that holds every path exactly, and a verify
+that notices any change to any byte.
+
+The first implementation's freeze was unsigned and silently dropped paths. Here the copy is
+compared with the source path by path (whole inode records — modes, owners, all times, inode
+numbers, so hard links too — contents, symlink targets, xattrs), and single bytes are flipped
+all over the frozen file, superblocks and signature page included.
+
+What the signature covers: the content hash is SHA-256 over a canonical superblock (its
+signature reference and authentication tag zeroed) and every page from 2 up to the signature
+page. The bytes outside the hash — the two superblock slots as stored, the signature
+reference, the padding after the signature record, the file's length — are checked by
+``verify`` against what the hashed superblock implies. So there is no byte whose change goes
+unnoticed, not even in a superblock copy the reader would not use (a reader falls back to the
+other slot, and the test shows the archive still opens identically — but ``verify`` says the
+file is no longer what was signed).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import tracemalloc
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from cartfs.core.archive import (
+    Archive,
+    OpenOptions,
+    keygen,
+    load_private_key,
+    load_public_key,
+    verify_signature,
+)
+from cartfs.core.errors import (
+    CartError,
+    InvalidArgument,
+    NotAnArchive,
+    NotFound,
+    PassphraseRequired,
+    ReadOnly,
+    SignatureError,
+)
+from cartfs.core.format import PAGE_SIZE
+from cartfs.core.keys import KdfParams
+
+from .test_snapshots import NEVER, State, assert_fsck, build_rich_tree, churn, full_state
+
+
+def frozen_state(path: Path, passphrase: str | None = None) -> State:
+    with Archive.open(path, readonly=True, passphrase=passphrase) as archive:
+        return full_state(archive)
+
+
+@pytest.fixture(scope="module")
+def frozen(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, State]:
+    """(source, frozen copy signed with keys/k, the source's state)."""
+    folder = tmp_path_factory.mktemp("freeze")
+    keygen(str(folder / "k"))
+    src = folder / "src.cart"
+    with Archive.create(src, chunk_size=4096, options=NEVER, title="frozen test") as archive:
+        build_rich_tree(archive)
+        churn(archive, random.Random(2), 60)
+        archive.create_snapshot("snap")
+        churn(archive, random.Random(3), 60)
+        state = full_state(archive)
+        archive.freeze(folder / "frozen.cart", key=load_private_key(str(folder / "k")))
+    return src, folder / "frozen.cart", state
+
+
+def test_frozen_copy_holds_every_path_exactly(frozen: tuple[Path, Path, State]) -> None:
+    src, dest, state = frozen
+    assert frozen_state(dest) == state
+    with Archive.open(dest, readonly=True) as archive:
+        assert archive.superblock.frozen
+        assert archive.list_snapshots() == []  # a frozen archive carries no snapshots
+        assert archive.manifest()["title"] == "frozen test"
+        stats = archive.statistics().allocator
+        assert (stats.free_pages, stats.pending_pages, stats.dead_pages) == (0, 0, 0)
+        assert stats.used_pages == stats.total_pages - 2
+        assert os.path.getsize(dest) == stats.total_pages * PAGE_SIZE
+        assert_fsck(archive, "frozen")
+    with Archive.open(src, readonly=True) as source:
+        assert source.statistics().allocator.total_pages > stats.total_pages
+
+
+def test_frozen_archive_opens_read_only_only(frozen: tuple[Path, Path, State]) -> None:
+    dest = frozen[1]
+    with pytest.raises(ReadOnly):
+        Archive.open(dest)
+    with Archive.open(dest, readonly=True) as archive:
+        with pytest.raises(ReadOnly):
+            archive.write_file("/x", b"no")
+        for call in (archive.create_snapshot, archive.delete_snapshot):
+            with pytest.raises(ReadOnly):
+                call("snap")
+        with pytest.raises(ReadOnly):
+            archive.vacuum()
+
+
+def test_verify_checks_the_signer(frozen: tuple[Path, Path, State], tmp_path: Path) -> None:
+    dest, keys = frozen[1], frozen[1].parent
+    result = verify_signature(str(dest), expected_key=load_public_key(str(keys / "k.pub")))
+    assert result.pages * PAGE_SIZE == os.path.getsize(dest)
+    keygen(str(tmp_path / "other"))
+    with pytest.raises(SignatureError, match="different key"):
+        verify_signature(str(dest), expected_key=load_public_key(str(tmp_path / "other.pub")))
+    with pytest.raises(NotAnArchive, match="not a frozen archive"):
+        verify_signature(str(frozen[0]))
+
+
+def _flip(image: bytes, offset: int, rng: random.Random) -> bytes:
+    damaged = bytearray(image)
+    damaged[offset] ^= rng.randrange(1, 256)
+    return bytes(damaged)
+
+
+def test_any_changed_byte_fails_verify(frozen: tuple[Path, Path, State],
+                                       tmp_path: Path) -> None:
+    dest = frozen[1]
+    image = dest.read_bytes()
+    rng = random.Random(4)
+    pages = len(image) // PAGE_SIZE
+    sig = (pages - 1) * PAGE_SIZE
+    special = [0, 8, 40, 88, 150, 200, 300, 327, 328, 331, 332, 1000, 4095,  # superblock 0
+               4096, 4096 + 144, 4096 + 329, 4096 + 400, 8191,  # superblock 1
+               8192, sig - 1, sig, sig + 10, sig + 50, sig + 100, sig + 143, sig + 144,
+               sig + 2000, len(image) - 1]
+    offsets = special + [rng.randrange(len(image)) for _ in range(200 - len(special))]
+    work = tmp_path / "damaged.cart"
+    for offset in offsets:
+        work.write_bytes(_flip(image, offset, rng))
+        with pytest.raises(SignatureError):
+            verify_signature(str(work))
+    # A damaged superblock copy: the reader uses the other copy and sees the same archive,
+    # but the file is no longer what was signed (shown above), so verify refuses it.
+    for offset in (100, 4096 + 100):
+        work.write_bytes(_flip(image, offset, rng))
+        assert frozen_state(work) == frozen[2]
+    for changed in (image + b"\0", image[:-1]):  # appended or cut: also a change
+        work.write_bytes(changed)
+        with pytest.raises(SignatureError):
+            verify_signature(str(work))
+    work.write_bytes(image)
+    verify_signature(str(work))  # and the untouched copy still verifies
+
+
+def test_freeze_of_an_encrypted_archive(tmp_path: Path) -> None:
+    src, dest = tmp_path / "enc.cart", tmp_path / "enc-frozen.cart"
+    with Archive.create(src, passphrase="pw", kdf=KdfParams.cheap(), chunk_size=4096,
+                        options=NEVER) as archive:
+        build_rich_tree(archive)
+        state = full_state(archive)
+        archive.freeze(dest)
+    verify_signature(str(dest))  # no passphrase needed
+    with pytest.raises(PassphraseRequired):
+        Archive.open(dest, readonly=True)
+    assert frozen_state(dest, "pw") == state
+    with Archive.open(dest, readonly=True, passphrase="pw") as archive:
+        assert archive.superblock.encrypted
+        assert_fsck(archive, "encrypted frozen")
+    assert b"compressible line" not in dest.read_bytes()
+
+
+def test_freeze_of_a_snapshot(tmp_path: Path) -> None:
+    src, dest = tmp_path / "a.cart", tmp_path / "snap.cart"
+    with Archive.create(src, chunk_size=4096, options=NEVER) as archive:
+        build_rich_tree(archive)
+        archive.create_snapshot("s")
+        snap = full_state(archive.snapshot("s"))
+        archive.remove("/docs", recursive=True)
+        archive.write_file("/later", b"not in the snapshot")
+        archive.freeze(dest, snapshot="s")
+        with pytest.raises(NotFound):
+            archive.freeze(tmp_path / "x.cart", snapshot="missing")
+    assert frozen_state(dest) == snap
+    verify_signature(str(dest))
+    assert not (tmp_path / "x.cart").exists()
+
+
+def test_freeze_of_an_archive_larger_than_the_cache(tmp_path: Path) -> None:
+    """A 64 KiB cache and a 16 MB archive: freeze streams — its memory peak is a few MiB
+    of buffers (hashing reads 1 MiB at a time) and its memo of moved extents, not the
+    data — and the copy is exact."""
+    src, dest = tmp_path / "big.cart", tmp_path / "big-frozen.cart"
+    rng = random.Random(6)
+    with Archive.create(src, chunk_size=65536, options=NEVER) as archive:
+        for i in range(64):
+            archive.write_file(f"/d{i % 4}/f{i}", rng.randbytes(256 * 1024), parents=True)
+    size = os.path.getsize(src)
+    small_cache = OpenOptions(cache_bytes=64 * 1024)
+    with Archive.open(src, readonly=True, options=small_cache) as archive:
+        expected = full_state(archive)
+        seen: list[tuple[int, int]] = []
+        tracemalloc.start()
+        try:
+            archive.freeze(dest, progress=lambda done, total: seen.append((done, total)))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert size > 16 * 2**20 and peak < 4 * 2**20, f"freeze peak {peak} B, archive {size} B"
+    assert seen and seen[-1][0] == seen[-1][1]
+    assert all(a[0] <= b[0] for a, b in itertools.pairwise(seen))
+    assert frozen_state(dest) == expected
+    verify_signature(str(dest))
+
+
+def test_freezing_a_frozen_archive_and_refusing_to_overwrite(frozen: tuple[Path, Path, State],
+                                                             tmp_path: Path) -> None:
+    dest = frozen[1]
+    again = tmp_path / "again.cart"
+    key = Ed25519PrivateKey.generate()
+    with Archive.open(dest, readonly=True) as archive:
+        result = archive.freeze(again, key=key)
+        with pytest.raises(CartError, match="already exists"):
+            archive.freeze(again)
+    assert frozen_state(again) == frozen[2]
+    assert verify_signature(str(again)).public_key == result.public_key
+    assert [p.name for p in tmp_path.iterdir()] == ["again.cart"]  # no temporary left
+
+
+def test_key_files(tmp_path: Path) -> None:
+    key = str(tmp_path / "k")
+    keygen(key)
+    assert os.stat(key).st_mode & 0o777 == 0o600
+    with pytest.raises(CartError, match="already exists"):
+        keygen(key)
+    with pytest.raises(InvalidArgument, match="not a PEM private key"):
+        load_private_key(key + ".pub")
+    with pytest.raises(InvalidArgument, match="not a PEM public key"):
+        load_public_key(key)
+    with pytest.raises(InvalidArgument):
+        load_private_key(str(tmp_path / "missing"))
