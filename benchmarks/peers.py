@@ -54,6 +54,7 @@ __all__ = [
     "drop_page_cache",
     "extra_targets",
     "find_binary",
+    "is_mounted",
     "syncfs",
     "tool_version",
 ]
@@ -212,21 +213,47 @@ def _run(argv: Sequence[str], *, timeout: float = 600) -> subprocess.CompletedPr
     )
 
 
+def is_mounted(path: Path) -> bool:
+    """Whether ``path`` is a mount point, from the mount table: unlike os.path.ismount this
+    is also true for a FUSE mount whose daemon died ("Transport endpoint is not connected")."""
+    target = os.path.abspath(path)
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 1 and _unescape_mount(fields[1]) == target:
+                return True
+    return False
+
+
+def _unescape_mount(field: str) -> str:
+    # /proc/self/mounts escapes space, tab, newline and backslash as \ooo (octal)
+    out = []
+    i = 0
+    while i < len(field):
+        if field[i] == "\\" and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
 def _fusermount_unmount(mountpoint: Path) -> None:
     """``fusermount3 -u``, retrying while busy, then lazily (``-uz``)."""
     fusermount = find_binary("fusermount3") or "fusermount3"
     last = ""
     for _ in range(25):
-        if not os.path.ismount(mountpoint):
+        if not is_mounted(mountpoint):
             return
         proc = _run([fusermount, "-u", str(mountpoint)])
         if proc.returncode == 0:
             return
         last = proc.stderr.strip()
         time.sleep(0.2)
-    if os.path.ismount(mountpoint):
+    if is_mounted(mountpoint):
         proc = _run([fusermount, "-uz", str(mountpoint)])
-        if proc.returncode != 0 and os.path.ismount(mountpoint):
+        if proc.returncode != 0 and is_mounted(mountpoint):
             raise MountError(f"cannot unmount {mountpoint}: {last}; -uz: {proc.stderr.strip()}")
 
 
@@ -309,6 +336,11 @@ class NativeDir(Target):
         self.description = f"directory on {fstype}"
         return self.path
 
+    def unmount(self) -> None:
+        if self.path is not None and self.path.exists():
+            syncfs(self.path)
+        super().unmount()
+
     def storage_bytes(self) -> int | None:
         return dir_bytes(self.path) if self.path is not None and self.path.exists() else None
 
@@ -319,6 +351,7 @@ class Tmpfs(Target):
 
     name = "tmpfs"
     writable = True
+    description = "tmpfs (RAM)"
 
     def __init__(self, size: str = "50%") -> None:
         super().__init__()
@@ -340,7 +373,7 @@ class Tmpfs(Target):
         workdir = self._prepare_workdir(workdir)
         mp = workdir / "mnt"
         mp.mkdir(exist_ok=True)
-        if not os.path.ismount(mp):
+        if not is_mounted(mp):
             proc = _run(["mount", "-t", "tmpfs", "-o", f"size={self.size}", "tmpfs", str(mp)])
             if proc.returncode != 0:
                 raise MountError(f"mount -t tmpfs failed: {proc.stderr.strip()}")
@@ -350,7 +383,7 @@ class Tmpfs(Target):
 
     def unmount(self) -> None:
         mp = self._mountpoint
-        if mp is not None and os.path.ismount(mp):
+        if mp is not None and is_mounted(mp):
             st = os.statvfs(mp)
             self._used_at_unmount = (st.f_blocks - st.f_bfree) * st.f_frsize
             proc = _run(["umount", str(mp)])
@@ -424,7 +457,7 @@ class FuseTarget(Target):
         workdir = self._prepare_workdir(workdir)
         self.mountpoint = workdir / "mnt"
         self.mountpoint.mkdir(exist_ok=True)
-        if os.path.ismount(self.mountpoint):  # leftover of an earlier crashed run
+        if is_mounted(self.mountpoint):  # leftover of an earlier crashed run
             _fusermount_unmount(self.mountpoint)
         self._setup(workdir)
         self._start()
@@ -436,7 +469,7 @@ class FuseTarget(Target):
     def unmount(self) -> None:
         start = time.perf_counter()
         mp = self.mountpoint
-        if mp is not None and os.path.ismount(mp):
+        if mp is not None and is_mounted(mp):
             cmd = self._unmount_command(mp)
             if cmd is not None:
                 _run(cmd)
@@ -510,7 +543,7 @@ class FuseTarget(Target):
                 break
             except subprocess.TimeoutExpired:
                 continue
-        if self.mountpoint is not None and os.path.ismount(self.mountpoint):
+        if self.mountpoint is not None and is_mounted(self.mountpoint):
             with contextlib.suppress(MountError):
                 _fusermount_unmount(self.mountpoint)
 
@@ -725,22 +758,31 @@ class Ratarmount(FuseTarget):
 
 
 class CartFS(FuseTarget):
-    """Hook for our own FUSE mount. The commands are templates (``{archive}``,
-    ``{mountpoint}``), overridable with CARTFS_CREATE_CMD / CARTFS_MOUNT_CMD; the mount
+    """Our own FUSE mount. The commands are templates (``{archive}``, ``{mountpoint}``),
+    overridable with CARTFS_CREATE_CMD / CARTFS_MOUNT_CMD / CARTFS_UMOUNT_CMD; the mount
     command must stay in the foreground until unmounted."""
 
     name = "cartfs"
     binary = "cartfs"
     description = "cartfs FUSE mount"
 
-    def __init__(self, create_cmd: str | None = None, mount_cmd: str | None = None) -> None:
+    def __init__(
+        self,
+        create_cmd: str | None = None,
+        mount_cmd: str | None = None,
+        umount_cmd: str | None = None,
+        name: str | None = None,
+    ) -> None:
         super().__init__()
-        self.create_cmd = create_cmd or os.environ.get(
-            "CARTFS_CREATE_CMD", "cartfs create {archive}"
-        )
-        self.mount_cmd = mount_cmd or os.environ.get(
+        env = os.environ.get
+        self.create_cmd = create_cmd or env("CARTFS_CREATE_CMD", "cartfs create {archive}")
+        self.mount_cmd = mount_cmd or env(
             "CARTFS_MOUNT_CMD", "cartfs mount --foreground {archive} {mountpoint}"
         )
+        self.umount_cmd = umount_cmd or env("CARTFS_UMOUNT_CMD", "cartfs umount {mountpoint}")
+        if name:
+            self.name = name
+        self.description = f"cartfs: {self.mount_cmd}"
 
     def available(self) -> Availability:
         fuse = _fuse_usable()
@@ -759,10 +801,13 @@ class CartFS(FuseTarget):
 
     def _fill(self, template: str) -> list[str]:
         assert self.workdir is not None and self.mountpoint is not None
-        return [
+        argv = [
             part.format(archive=self.workdir / "archive.cart", mountpoint=self.mountpoint)
             for part in shlex.split(template)
         ]
+        if argv:
+            argv[0] = find_binary(argv[0]) or argv[0]  # bypass pyenv shims
+        return argv
 
     def _setup(self, workdir: Path) -> None:
         if (workdir / "archive.cart").exists() or not self.create_cmd:
@@ -773,6 +818,9 @@ class CartFS(FuseTarget):
 
     def _command(self, mountpoint: Path) -> list[str]:
         return self._fill(self.mount_cmd)
+
+    def _unmount_command(self, mountpoint: Path) -> list[str] | None:
+        return self._fill(self.umount_cmd) if self.umount_cmd else None
 
     def storage_bytes(self) -> int | None:
         p = self.workdir / "archive.cart" if self.workdir else None
@@ -791,7 +839,7 @@ def _fs_type(path: Path) -> str:
             fields = line.split()
             if len(fields) < 3:
                 continue
-            mp = fields[1].replace("\\040", " ")
+            mp = _unescape_mount(fields[1])
             if (real == mp or real.startswith(mp.rstrip("/") + "/")) and len(mp) >= len(best[0]):
                 best = (mp, fields[2])
     return best[1]
