@@ -1,0 +1,139 @@
+"""Several connections in several threads on one database: SQLITE_BUSY and the busy
+handler sort them out; no row is lost or written twice, and the file stays whole."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import apsw
+import pytest
+
+import cartfs.vfs
+
+from .conftest import Connections, fsck_ok
+
+ROWS_PER_WRITER = 150
+
+
+def run_threads(targets: list[threading.Thread]) -> None:
+    for t in targets:
+        t.start()
+    for t in targets:
+        t.join(timeout=120)
+        assert not t.is_alive(), "a thread hung"
+
+
+@pytest.mark.parametrize("mode", ["delete", "wal"])
+def test_two_writers_in_two_threads(archive: Path, conns: Connections, mode: str) -> None:
+    setup = conns.connect(archive, "/shared.db")
+    setup.execute(f"PRAGMA journal_mode={mode}")
+    setup.execute("PRAGMA synchronous=OFF")
+    setup.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, writer INTEGER, n INTEGER, "
+                  "UNIQUE(writer, n))")
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+    busy_waits = [0, 0]
+
+    def writer(k: int) -> None:
+        conn = cartfs.vfs.connect(archive, "/shared.db")
+
+        def busy(tries: int) -> bool:  # like busy_timeout, but counted and fair
+            busy_waits[k] += 1
+            time.sleep(0.0005)
+            return tries < 100_000
+
+        conn.set_busy_handler(busy)
+        try:
+            conn.execute("PRAGMA synchronous=OFF")
+            start.wait(timeout=30)
+            for n in range(ROWS_PER_WRITER):
+                # a read-modify-write racing the other thread: IMMEDIATE takes RESERVED
+                # first (a deferred one could only fail with BUSY: SQLite's deadlock rule)
+                conn.execute("BEGIN IMMEDIATE")
+                (count,) = conn.execute("SELECT count(*) FROM t WHERE writer=?",
+                                        (k,)).fetchone()
+                conn.execute("INSERT INTO t(writer, n) VALUES (?, ?)", (k, count))
+                conn.execute("COMMIT")
+                assert count == n
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+        finally:
+            conn.close()
+
+    run_threads([threading.Thread(target=writer, args=(k,)) for k in range(2)])
+    assert not errors, errors
+    rows = setup.execute("SELECT writer, count(*), count(DISTINCT n), min(n), max(n) "
+                         "FROM t GROUP BY writer ORDER BY writer").fetchall()
+    assert rows == [(k, ROWS_PER_WRITER, ROWS_PER_WRITER, 0, ROWS_PER_WRITER - 1)
+                    for k in range(2)]
+    assert sum(busy_waits) > 0, "the writers never met a lock"
+    assert setup.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    setup.close()
+    fsck_ok(archive)
+
+
+def test_without_busy_timeout_a_writer_gets_busy(archive: Path) -> None:
+    a = cartfs.vfs.connect(archive, "/b.db", busy_timeout_ms=0)
+    b = cartfs.vfs.connect(archive, "/b.db", busy_timeout_ms=0)
+    try:
+        a.execute("CREATE TABLE t(x)")
+        a.execute("BEGIN IMMEDIATE")
+        outcome: list[object] = []
+
+        def other() -> None:
+            try:
+                b.execute("INSERT INTO t VALUES (1)")
+                outcome.append("inserted")
+            except apsw.BusyError as exc:
+                outcome.append(exc)
+
+        run_threads([threading.Thread(target=other)])
+        assert isinstance(outcome[0], apsw.BusyError)
+        a.execute("COMMIT")
+        b.execute("INSERT INTO t VALUES (2)")
+    finally:
+        b.close()
+        a.close()
+
+
+def test_readers_and_a_writer(archive: Path, conns: Connections) -> None:
+    """Readers in threads always see a whole committed transaction (pairs of rows)."""
+    setup = conns.connect(archive, "/rw.db")
+    setup.execute("PRAGMA synchronous=OFF")
+    setup.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, pair INTEGER)")
+    stop = threading.Event()
+    problems: list[object] = []
+
+    def reader() -> None:
+        conn = cartfs.vfs.connect(archive, "/rw.db", busy_timeout_ms=60_000)
+        try:
+            while not stop.is_set():
+                (n,) = conn.execute("SELECT count(*) FROM t").fetchone()
+                if n % 2:
+                    problems.append(f"saw half a transaction: {n} rows")
+        except BaseException as exc:
+            problems.append(exc)
+        finally:
+            conn.close()
+
+    def writer() -> None:
+        conn = cartfs.vfs.connect(archive, "/rw.db", busy_timeout_ms=60_000)
+        try:
+            conn.execute("PRAGMA synchronous=OFF")
+            for i in range(200):
+                with conn:
+                    conn.execute("INSERT INTO t(pair) VALUES (?)", (i,))
+                    conn.execute("INSERT INTO t(pair) VALUES (?)", (i,))
+        except BaseException as exc:
+            problems.append(exc)
+        finally:
+            stop.set()
+            conn.close()
+
+    run_threads([threading.Thread(target=reader) for _ in range(2)]
+                + [threading.Thread(target=writer)])
+    assert not problems, problems
+    assert setup.execute("SELECT count(*) FROM t").fetchall() == [(400,)]
+    setup.close()
