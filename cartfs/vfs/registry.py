@@ -7,8 +7,8 @@ it (writable unless the connection is read-only, or the archive is frozen); late
 other connections, journals, WAL files, attached databases — share that :class:`ArchiveEntry`,
 reference-counted, and the last close commits and closes the archive. Archives are keyed by
 the host file's (device, inode), so different spellings of one path share an entry. A
-writable request while the archive is open read-only in this process is refused (its shared
-``flock`` cannot be upgraded under live readers); a read-only request shares a writable entry.
+read-only request shares a writable entry; a writable request for an archive open read-only
+reopens it writable in place (:meth:`Registry._upgrade`) if no other process holds it.
 
 **Durability.** ``xSync`` commits the archive transaction (one commit, two fsyncs; see
 :class:`~cartfs.core.archive.Archive`). A commit persists *every* change made so far, in the
@@ -187,6 +187,10 @@ class ArchiveEntry:
             self.archive.pin(ino)
             return node
 
+    def nodes_locked(self) -> dict[int, FileNode]:
+        """The open nodes (caller holds ``mutex``)."""
+        return dict(self._nodes)
+
     def close_node(self, node: FileNode) -> None:
         with self.mutex:
             if self.pending is not None and self.pending.node is node:
@@ -258,11 +262,37 @@ class Registry:
                 entry.readonly_forced |= writable and not archive.writable
                 self._entries[key] = entry
             elif writable and not entry.writable and not entry.readonly_forced:
-                raise ArchiveBusy(
-                    f"{path}: archive is open read-only in this process; close its read-only "
-                    "connections before opening it for writing")
+                self._upgrade(entry, path, passphrase, key_file, options)
             entry.refs += 1
             return entry
+
+    def _upgrade(self, entry: ArchiveEntry, path: str, passphrase: str | bytes | None,
+                 key_file: str | None, options: OpenOptions | None) -> None:
+        """Reopen a read-only archive writable under its live files: close it (its shared
+        flock would block our own exclusive one), open it writable, and keep the new one
+        only if nobody committed in between (same transaction id: every cache stays true).
+        Otherwise reopen read-only and report the archive busy."""
+        with entry.mutex:
+            old = entry.archive
+            sb = old.superblock
+            old.close()
+            try:
+                new = self._open(path, True, passphrase, key_file, options)
+            except CartError as exc:
+                entry.archive = self._open(path, False, passphrase, key_file, options)
+                raise ArchiveBusy(f"{path}: archive is open read-only in this process and "
+                                  f"cannot be reopened for writing: {exc}") from exc
+            if (not new.writable or new.superblock.txid != sb.txid
+                    or new.superblock.uuid != sb.uuid):
+                new.close()
+                entry.archive = self._open(path, False, passphrase, key_file, options)
+                raise ArchiveBusy(f"{path}: archive changed while it was reopened for "
+                                  "writing; try again")
+            for ino, node in entry.nodes_locked().items():
+                for _ in range(node.handles):
+                    new.pin(ino)
+            entry.archive = new
+            entry.writable = True
 
     @staticmethod
     def _open(path: str, writable: bool, passphrase: str | bytes | None,

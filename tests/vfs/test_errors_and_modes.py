@@ -1,0 +1,242 @@
+"""Bad input gives one clear SQLite error (never a Python traceback from inside SQLite);
+read-only, frozen, encrypted and busy archives behave as promised; several archives and
+several databases at once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import apsw
+import pytest
+
+import cartfs.vfs
+from cartfs.core.archive import Archive
+from cartfs.core.errors import PassphraseRequired
+from cartfs.core.keys import KdfParams
+from cartfs.vfs.registry import REGISTRY
+
+from .conftest import PYTHON, Connections, make_archive, subprocess_env
+
+
+def raw_uri(archive: Path, db: str = "/x.db", **params: str) -> str:
+    extra = "".join(f"&{k}={v}" for k, v in params.items())
+    return f"file:{db}?vfs=cartridge&archive={archive}{extra}"
+
+
+# ---- bad input ------------------------------------------------------------------------------
+
+
+def test_missing_archive(tmp_path: Path, conns: Connections) -> None:
+    missing = tmp_path / "nope.cart"
+    with pytest.raises(apsw.CantOpenError, match=r"nope\.cart: no such archive"):
+        conns.connect(missing)
+    with pytest.raises(apsw.CantOpenError, match=r"nope\.cart: no such archive"):
+        conns.uri(raw_uri(missing))
+    assert not missing.exists()  # nothing was created
+
+
+def test_archive_is_a_directory_or_not_an_archive(tmp_path: Path, conns: Connections) -> None:
+    with pytest.raises(apsw.CantOpenError, match="not a regular file"):
+        conns.connect(tmp_path)
+    junk = tmp_path / "junk.cart"
+    junk.write_bytes(os.urandom(20_000))
+    with pytest.raises(apsw.CantOpenError, match="Cartridge archive"):
+        conns.connect(junk)
+
+
+def test_file_that_is_not_a_database(archive: Path, conns: Connections) -> None:
+    with Archive.open(archive) as a:
+        a.write_file("/notes.txt", b"just some text, certainly not SQLite\n" * 200)
+    with pytest.raises(apsw.NotADBError, match=r"notes\.txt: file is not a database"):
+        conns.connect(archive, "/notes.txt")
+    raw = conns.uri(raw_uri(archive, "/notes.txt"))  # raw apsw: at the first statement
+    with pytest.raises(apsw.NotADBError):
+        raw.execute("SELECT * FROM sqlite_master").fetchall()
+
+
+def test_missing_database_without_create(archive: Path, conns: Connections) -> None:
+    with pytest.raises(apsw.CantOpenError, match="no such database"):
+        conns.connect(archive, "/absent.db", create=False)
+    with pytest.raises(apsw.CantOpenError, match="no such database"):
+        conns.connect(archive, "/absent.db", readonly=True)
+    with Archive.open(archive, readonly=True) as a:
+        assert a.listdir("/") == []
+
+
+def test_missing_directory_and_directory_as_database(archive: Path, conns: Connections
+                                                     ) -> None:
+    with pytest.raises(apsw.CantOpenError, match="no such file or directory"):
+        conns.connect(archive, "/no/such/dir/x.db")
+    with Archive.open(archive) as a:
+        a.make_dir("/dir")
+    with pytest.raises(apsw.CantOpenError, match="is a directory"):
+        conns.connect(archive, "/dir")
+    conns.connect(archive, "/dir/inside.db").execute("CREATE TABLE t(x)")
+
+
+def test_uri_without_archive(conns: Connections) -> None:
+    with pytest.raises(apsw.CantOpenError, match=r"which archive\? Add \?archive="):
+        conns.uri("file:/somewhere/x.db?vfs=cartridge")
+
+
+def test_archive_busy_in_another_process(archive: Path, conns: Connections) -> None:
+    holder = subprocess.Popen(
+        [PYTHON, "-c", "import sys, time\nfrom cartfs.core.archive import Archive\n"
+         "a = Archive.open(sys.argv[1]); print('open', flush=True); time.sleep(60)",
+         str(archive)], env=subprocess_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        with pytest.raises(apsw.BusyError, match="in use by another process"):
+            conns.connect(archive)
+        with pytest.raises(apsw.BusyError, match="in use by another process"):
+            conns.uri(raw_uri(archive))
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    conns.connect(archive).execute("CREATE TABLE t(x)")  # free again
+
+
+# ---- read-only, frozen, encrypted -----------------------------------------------------------
+
+
+def fill(archive: Path, db: str = "/app.db") -> None:
+    conn = cartfs.vfs.connect(archive, db)
+    conn.execute("CREATE TABLE t(x); INSERT INTO t VALUES ('stored')")
+    conn.close()
+
+
+def test_read_only_connection_beside_a_writer(archive: Path, conns: Connections) -> None:
+    fill(archive)
+    ro = conns.uri(raw_uri(archive, "/app.db", mode="ro"), apsw.SQLITE_OPEN_URI
+                   | apsw.SQLITE_OPEN_READONLY)
+    rw = conns.connect(archive, "/app.db")
+    with pytest.raises(apsw.ReadOnlyError):
+        ro.execute("INSERT INTO t VALUES ('no')")
+    rw.execute("INSERT INTO t VALUES ('yes')")
+    assert ro.execute("SELECT count(*) FROM t").fetchall() == [(2,)]
+
+
+def test_read_only_archive_is_reopened_for_a_writer(archive: Path, conns: Connections
+                                                    ) -> None:
+    fill(archive)
+    ro = conns.connect(archive, "/app.db", readonly=True)
+    assert ro.execute("SELECT x FROM t").fetchall() == [("stored",)]
+    (entry,) = REGISTRY.open_entries()
+    assert not entry.writable
+    rw = conns.connect(archive, "/app.db")             # reopens the archive writable
+    assert entry.writable
+    rw.execute("INSERT INTO t VALUES ('more')")
+    assert ro.execute("SELECT count(*) FROM t").fetchall() == [(2,)]
+    with pytest.raises(apsw.ReadOnlyError):
+        ro.execute("INSERT INTO t VALUES ('no')")      # the connection stays read-only
+
+
+def test_frozen_archive_opens_read_only(tmp_path: Path, conns: Connections) -> None:
+    source = make_archive(tmp_path / "live.cart")
+    fill(source)
+    frozen = tmp_path / "frozen.cart"
+    with Archive.open(source) as a:
+        a.freeze(str(frozen))
+    conn = conns.connect(frozen, "/app.db")            # asked writable: read-only anyway
+    assert conn.readonly("main")
+    assert conn.execute("SELECT x FROM t").fetchall() == [("stored",)]
+    with pytest.raises(apsw.ReadOnlyError):
+        conn.execute("INSERT INTO t VALUES ('no')")
+    raw = conns.uri(raw_uri(frozen, "/app.db"))
+    assert raw.execute("SELECT x FROM t").fetchall() == [("stored",)]
+    with pytest.raises(apsw.CantOpenError, match="read-only"):
+        conns.connect(frozen, "/new.db")
+
+
+def test_encrypted_archive(tmp_path: Path, conns: Connections,
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "secret.cart"
+    Archive.create(path, passphrase="open sesame", kdf=KdfParams.cheap()).close()
+    monkeypatch.delenv("CARTFS_PASSPHRASE", raising=False)
+    with pytest.raises(apsw.CantOpenError, match="passphrase") as info:
+        conns.connect(path)
+    assert isinstance(info.value.__cause__, PassphraseRequired)
+    with pytest.raises(apsw.CantOpenError):
+        conns.connect(path, passphrase="wrong")
+    conn = conns.connect(path, passphrase="open sesame")
+    conn.execute("CREATE TABLE t(x); INSERT INTO t VALUES ('hidden')")
+    conn.close()
+    key = tmp_path / "key"
+    key.write_text("open sesame\n")
+    raw = conns.uri(raw_uri(path, "/test.db", key_file=str(key)))
+    assert raw.execute("SELECT x FROM t").fetchall() == [("hidden",)]
+    raw.close()
+    assert b"hidden" not in path.read_bytes()
+    monkeypatch.setenv("CARTFS_PASSPHRASE", "open sesame")
+    assert conns.connect(path).execute("SELECT x FROM t").fetchall() == [("hidden",)]
+
+
+# ---- several archives, several databases -----------------------------------------------------
+
+
+def test_several_archives_and_databases_at_once(tmp_path: Path, conns: Connections) -> None:
+    one, two = make_archive(tmp_path / "one.cart"), make_archive(tmp_path / "two.cart")
+    dbs = {(arch, db): conns.connect(arch, db) for arch in (one, two)
+           for db in ("/app.db", "/other.db")}
+    for (arch, db), conn in dbs.items():
+        conn.execute("CREATE TABLE t(who)")
+        conn.execute("INSERT INTO t VALUES (?)", (f"{arch.name}{db}",))
+    for (arch, db), conn in dbs.items():  # the same path in two archives: two databases
+        assert conn.execute("SELECT who FROM t").fetchall() == [(f"{arch.name}{db}",)]
+    x = conns.connect(one, "/x.db")
+    x.execute(f"ATTACH '{cartfs.vfs.uri(two, '/app.db')}' AS other")
+    with x:  # one transaction across two archives
+        x.execute("CREATE TABLE main.mine(v)")
+        x.execute("INSERT INTO other.t VALUES ('via attach')")
+    assert dbs[(two, "/app.db")].execute("SELECT count(*) FROM t").fetchall() == [(2,)]
+    assert x.execute("SELECT count(*) FROM main.mine").fetchall() == [(0,)]
+
+
+def test_same_path_by_archive_parameter_is_refused_clearly(tmp_path: Path,
+                                                          conns: Connections) -> None:
+    one, two = make_archive(tmp_path / "one.cart"), make_archive(tmp_path / "two.cart")
+    conns.uri(raw_uri(one, "/app.db")).execute("CREATE TABLE t(x)")
+    with pytest.raises(apsw.CantOpenError, match=r"already open from .*one\.cart"):
+        conns.uri(raw_uri(two, "/app.db"))
+    conns.uri(raw_uri(two, "/other.db")).execute("CREATE TABLE t(x)")
+    conns.connect(two, "/app.db").execute("CREATE TABLE t(x)")  # qualified: fine
+
+
+def test_connections_share_one_archive(archive: Path, conns: Connections) -> None:
+    a = conns.connect(archive, "/a.db")
+    b = conns.uri(raw_uri(archive, "/b.db"))
+    c = conns.connect(archive, "/a.db")
+    for conn in (a, b, c):
+        conn.execute("SELECT 1").fetchall()
+    (entry,) = REGISTRY.open_entries()
+    assert entry.refs == 3
+    a.close()
+    b.close()
+    c.close()
+    assert REGISTRY.open_entries() == []  # the last close closed the archive
+    Archive.open(archive).close()
+
+
+def test_reopening_for_writing_fails_cleanly_while_another_process_reads(
+        archive: Path, conns: Connections) -> None:
+    fill(archive)
+    reader = subprocess.Popen(
+        [PYTHON, "-c", "import sys, time\nfrom cartfs.core.archive import Archive\n"
+         "a = Archive.open(sys.argv[1], readonly=True); print('open', flush=True); "
+         "time.sleep(60)", str(archive)], env=subprocess_env(), stdout=subprocess.PIPE,
+        text=True)
+    try:
+        assert reader.stdout is not None and reader.stdout.readline() == "open\n"
+        ro = conns.connect(archive, "/app.db", readonly=True)   # readers share the archive
+        with pytest.raises(apsw.BusyError, match="cannot be reopened for writing"):
+            conns.connect(archive, "/app.db")
+        assert ro.execute("SELECT x FROM t").fetchall() == [("stored",)]
+    finally:
+        reader.kill()
+        reader.wait()
+        if reader.stdout is not None:
+            reader.stdout.close()
