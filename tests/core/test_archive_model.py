@@ -13,6 +13,7 @@ close/reopen and at the end.
 
 from __future__ import annotations
 
+import hashlib
 import stat
 from collections import Counter
 from collections.abc import Callable
@@ -162,7 +163,6 @@ class Model:
 
 
 def _sha(data: bytes | bytearray) -> str:
-    import hashlib
     return hashlib.sha256(data).hexdigest()
 
 
@@ -175,7 +175,7 @@ def _grow(data: bytearray, size: int) -> None:
 
 payloads = st.one_of(
     st.binary(min_size=0, max_size=64),
-    st.integers(1, 3 * CHUNK + 7).map(lambda n: bytes(n)),  # zeros: become holes
+    st.integers(1, 3 * CHUNK + 7).map(bytes),  # zeros: become holes
     st.tuples(st.binary(min_size=1, max_size=8), st.integers(1, 1500)).map(
         lambda t: (t[0] * t[1])[:3 * CHUNK + 100]),  # compressible, crosses chunks
     st.randoms(use_true_random=False).map(
