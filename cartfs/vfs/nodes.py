@@ -31,6 +31,7 @@ one archive is guarded by that archive's one mutex (``entry.mutex``).
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Protocol
 
 from cartfs.core.errors import ReadOnly
@@ -62,13 +63,14 @@ class Node(Protocol):
 class PendingRun:
     """Contiguous bytes written to one file and not yet handed to the archive."""
 
-    __slots__ = ("buf", "end", "node", "start")
+    __slots__ = ("born", "buf", "end", "node", "start")
 
     def __init__(self, node: FileNode, start: int, data: bytes) -> None:
         self.node = node
         self.start = start
         self.buf = bytearray(data)
         self.end = start + len(data)
+        self.born = time.monotonic()
 
 
 class FileNode:

@@ -32,11 +32,13 @@ import errno
 import os
 import stat
 import threading
+import time
 from dataclasses import dataclass
 
 from cartfs.core.archive import Archive, OpenOptions
 from cartfs.core.errors import (
     ArchiveBusy,
+    ArchiveClosed,
     CartError,
     InvalidArgument,
     IsADirectory,
@@ -47,6 +49,7 @@ from cartfs.core.errors import (
 )
 from cartfs.core.paths import parent_and_name
 
+from .committer import Committer
 from .naming import derived_base
 from .nodes import FileNode, PendingRun
 
@@ -226,6 +229,21 @@ class ArchiveEntry:
         if self.owed:
             self.sync()
 
+    def commit_if_due(self) -> None:
+        """The commit timer's tick (:mod:`cartfs.vfs.committer`)."""
+        archive = self.archive
+        if not self.writable or archive.closed:
+            return
+        interval = archive.options.commit_interval
+        try:
+            with self.mutex:
+                pending = self.pending
+                if pending is not None and time.monotonic() - pending.born >= interval:
+                    self.flush_locked()
+            archive.commit_if_due()
+        except ArchiveClosed:
+            pass  # closed by its last connection meanwhile
+
 
 def _passphrase_from_file(path: str) -> str:
     try:
@@ -244,6 +262,7 @@ class Registry:
         self._bindings: dict[str, Binding] = {}
         self.last_changed: ArchiveEntry | None = None
         self._switch = threading.Lock()
+        self._committer: Committer | None = None
 
     # ---- archives -----------------------------------------------------------------------
 
@@ -264,7 +283,18 @@ class Registry:
             elif writable and not entry.writable and not entry.readonly_forced:
                 self._upgrade(entry, path, passphrase, key_file, options)
             entry.refs += 1
+            if entry.writable and self._committer is None:
+                self._committer = Committer(self)
+                self._committer.start()
             return entry
+
+    def writable_entries(self, committer: Committer) -> list[ArchiveEntry]:
+        """What the commit timer looks after; an empty list also retires it."""
+        with self._mutex:
+            entries = [e for e in self._entries.values() if e.writable]
+            if not entries and self._committer is committer:
+                self._committer = None
+            return entries
 
     def _upgrade(self, entry: ArchiveEntry, path: str, passphrase: str | bytes | None,
                  key_file: str | None, options: OpenOptions | None) -> None:
@@ -293,6 +323,9 @@ class Registry:
                     new.pin(ino)
             entry.archive = new
             entry.writable = True
+        if self._committer is None:
+            self._committer = Committer(self)
+            self._committer.start()
 
     @staticmethod
     def _open(path: str, writable: bool, passphrase: str | bytes | None,

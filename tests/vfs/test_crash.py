@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import apsw
 import pytest
 
 from cartfs.core.archive import Archive
@@ -121,6 +122,13 @@ def test_killed_mid_transaction(archive: Path, conns: Connections, mode: str) ->
     files = leftovers(archive)
     side = "/crash.db-wal" if mode == "wal" else "/crash.db-journal"
     assert files.get(side.lstrip("/"), 0) > 0, f"no hot journal/WAL was left: {files}"
+    if mode == "wal":  # a reader can recover a WAL by itself (in shared memory)
+        ro = conns.connect(archive, "/crash.db", readonly=True)
+        assert ro.execute(ROWS).fetchall() == expected_rows(last)
+        ro.close()
+    else:  # a hot journal needs a writer: a clear error, not stale or torn data
+        with pytest.raises(apsw.ReadOnlyError, match="rolled back first"):
+            conns.connect(archive, "/crash.db", readonly=True)
     conn = conns.connect(archive, "/crash.db")
     assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     assert conn.execute(ROWS).fetchall() == expected_rows(last)

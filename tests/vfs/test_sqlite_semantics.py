@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import apsw
 import pytest
 
 import cartfs.vfs
+from cartfs.core.archive import OpenOptions
 from cartfs.vfs.registry import REGISTRY
 
 from .conftest import Connections, archive_files, fsck_ok
@@ -230,3 +232,19 @@ def test_rollback_restores_pages(archive: Path, conns: Connections) -> None:
     assert conn.execute("SELECT count(*), sum(length(v)), max(v) FROM t").fetchall() == \
         [(300, 600_000, bytes(2000))]
     integrity(conn)
+
+
+def test_quiet_connection_is_committed_by_the_timer(archive: Path, conns: Connections) -> None:
+    """synchronous=OFF never calls xSync; the background timer still commits within the
+    commit interval (the pending write run included)."""
+    conn = conns.connect(archive, "/quiet.db", options=OpenOptions(commit_interval=0.1))
+    conn.execute("PRAGMA synchronous=OFF")
+    conn.execute("CREATE TABLE t(x)")
+    conn.execute("INSERT INTO t VALUES (1)")
+    (entry,) = REGISTRY.open_entries()
+    txid = entry.archive.superblock.txid
+    deadline = time.monotonic() + 10
+    while entry.archive.superblock.txid == txid or entry.pending is not None:
+        assert time.monotonic() < deadline, "nothing committed the quiet connection"
+        time.sleep(0.02)
+    assert entry.archive.statistics().dirty_bytes == 0
