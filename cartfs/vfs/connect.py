@@ -80,7 +80,7 @@ def _check_database(conn: apsw.Connection, archive: str, db_path: str) -> None:
                            f"{archive}: {db_path}: file is not a database") from exc
     except apsw.ReadOnlyError as exc:
         conn.close()
-        if exc.extendedresult != apsw.SQLITE_READONLY_ROLLBACK:
+        if getattr(exc, "extendedresult", None) != apsw.SQLITE_READONLY_ROLLBACK:
             raise
         raise sqlite_error(apsw.SQLITE_READONLY_ROLLBACK, (
             f"{archive}: {db_path}: an interrupted transaction must be rolled back first "
