@@ -27,8 +27,8 @@ def create(archive: Path) -> None:
     with db:  # one transaction: committed (durably, in the archive) at the end
         db.executemany("INSERT INTO items(name, price) VALUES (?, ?)",
                        [("apple", 0.5), ("bread", 2.25), ("cheese", 7.0)])
-    total = db.execute("SELECT round(sum(price), 2) FROM items").fetchone()
-    print("total price:", total[0])
+    ((total,),) = db.execute("SELECT round(sum(price), 2) FROM items").fetchall()
+    print("total price:", total)
     db.close()  # the last connection closes (and commits) the archive
 
 
@@ -45,7 +45,8 @@ def reopen(archive: Path) -> None:
 
     uri = f"file:/data/shop.db?vfs=cartridge&archive={archive}&mode=ro"
     plain = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
-    print("rows via a plain apsw URI:", plain.execute("SELECT count(*) FROM items").fetchone()[0])
+    ((count,),) = plain.execute("SELECT count(*) FROM items").fetchall()
+    print("rows via a plain apsw URI:", count)
     plain.close()
 
     with Archive.open(archive, readonly=True) as a:

@@ -82,9 +82,10 @@ def test_vacuum_shrinks_and_keeps_data(archive: Path, conns: Connections) -> Non
 
 
 def archive_size(conn: apsw.Connection) -> int:
-    page_count = conn.execute("PRAGMA page_count").fetchall()[0][0]
-    page_size = conn.execute("PRAGMA page_size").fetchall()[0][0]
-    return int(page_count * page_size)
+    ((page_count,),) = conn.execute("PRAGMA page_count").fetchall()
+    ((page_size,),) = conn.execute("PRAGMA page_size").fetchall()
+    assert isinstance(page_count, int) and isinstance(page_size, int)
+    return page_count * page_size
 
 
 def test_attach_second_database_in_same_archive(archive: Path, conns: Connections) -> None:
@@ -125,7 +126,8 @@ def test_fifty_megabyte_blob(archive: Path, conns: Connections) -> None:
         conn.execute("INSERT INTO b VALUES (1, ?)", (blob,))
     conn.close()
     conn = conns.connect(archive, "/blob.db")
-    (back,) = conn.execute("SELECT data FROM b WHERE id=1").fetchone()
+    ((back,),) = conn.execute("SELECT data FROM b WHERE id=1").fetchall()
+    assert isinstance(back, bytes)
     assert len(back) == len(blob) and hashlib.sha256(back).hexdigest() == digest
     with conn.blob_open("main", "b", "data", 1, False) as handle:  # incremental blob I/O
         handle.seek(30 << 20)
