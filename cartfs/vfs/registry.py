@@ -225,6 +225,11 @@ class ArchiveEntry:
         else:
             self.sync()
 
+    def count_journal(self, delta: int) -> None:
+        """A rollback journal opened (+1) or closed (-1) in this archive."""
+        with self.mutex:
+            self.open_journals += delta
+
     def pay_owed(self) -> None:
         if self.owed:
             self.sync()

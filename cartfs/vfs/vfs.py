@@ -249,7 +249,7 @@ class CartridgeVFS(apsw.VFS):
         node = entry.open_node(ino)
         journal = bool(inflags & apsw.SQLITE_OPEN_MAIN_JOURNAL)
         if journal:
-            entry.open_journals += 1
+            entry.count_journal(+1)
         flags[1] = _out_flags(inflags, entry.writable and not inflags & _READONLY)
         return FileHandle(node, label, entry, self._closer(entry, node, journal))
 
@@ -270,7 +270,7 @@ class CartridgeVFS(apsw.VFS):
         def on_close() -> None:
             try:
                 if journal:
-                    entry.open_journals -= 1
+                    entry.count_journal(-1)
                 entry.close_node(node)
             finally:
                 registry.release(entry)
