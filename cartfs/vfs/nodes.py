@@ -148,7 +148,7 @@ class FileNode:
         entry = self.entry
         if not entry.writable:
             raise ReadOnly(f"{entry.path}: archive is open read-only")
-        if entry.registry.last_changed is not entry:
+        if entry.registry.thread.changed is not entry:
             entry.registry.switch_to(entry)
         with entry.mutex:
             end = offset + len(data)

@@ -21,13 +21,16 @@ journal's deletion/truncation/zeroing then land in one atomic commit, one commit
 transaction instead of two, and a committed transaction is durable when COMMIT returns.
 
 The prefix property holds per archive; SQLite's multi-database commit (a super-journal in one
-archive, databases in others) needs it across archives, so :meth:`Registry.before_change`
-commits the archive last changed before the first change to a different one. Writes then
-form one ordered stream across all archives of the process.
+archive, databases in others) needs it across archives, so before a thread changes an
+archive other than the one it changed last, that one is committed
+(:meth:`Registry.switch_to`). A multi-database COMMIT runs in one thread, so its writes form
+one ordered stream across archives; independent connections writing different archives in
+different threads do not force commits on each other.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -57,6 +60,12 @@ PASSPHRASE_ENV = "CARTFS_PASSPHRASE"
 _NAME_CACHE_MAX = 4096
 _MISSING = -1
 _NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+class _PerThread(threading.local):
+    """The archive this thread changed last (see :meth:`Registry.switch_to`)."""
+
+    changed: ArchiveEntry | None = None
 
 
 class NameConflict(CartError):
@@ -207,7 +216,7 @@ class ArchiveEntry:
 
     def before_change(self) -> None:
         """Keep one ordered stream of writes across archives (see the module docstring)."""
-        if self.registry.last_changed is not self:
+        if self.registry.thread.changed is not self:
             self.registry.switch_to(self)
 
     def sync(self) -> None:
@@ -265,8 +274,7 @@ class Registry:
         self._mutex = threading.RLock()
         self._entries: dict[tuple[int, int], ArchiveEntry] = {}
         self._bindings: dict[str, Binding] = {}
-        self.last_changed: ArchiveEntry | None = None
-        self._switch = threading.Lock()
+        self.thread = _PerThread()
         self._committer: Committer | None = None
 
     # ---- archives -----------------------------------------------------------------------
@@ -363,8 +371,6 @@ class Registry:
             self._entries.pop(entry.key, None)
             for name in [n for n, b in self._bindings.items() if b.entry is entry]:
                 del self._bindings[name]
-            if self.last_changed is entry:
-                self.last_changed = None
             try:
                 entry.flush()
             finally:
@@ -412,14 +418,12 @@ class Registry:
     # ---- ordering across archives ---------------------------------------------------------
 
     def switch_to(self, entry: ArchiveEntry) -> None:
-        """Commit the archive changed last before ``entry`` starts changing."""
-        with self._switch:
-            previous = self.last_changed
-            if previous is entry:
-                return
-            if previous is not None and not previous.archive.closed:
+        """Commit the archive this thread changed last before it changes ``entry``."""
+        previous = self.thread.changed
+        if previous is not None and previous is not entry and not previous.archive.closed:
+            with contextlib.suppress(ArchiveClosed):  # closed meanwhile: that committed it
                 previous.sync()
-            self.last_changed = entry
+        self.thread.changed = entry
 
 
 def _archive_key(path: str) -> tuple[int, int]:
