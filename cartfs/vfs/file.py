@@ -148,7 +148,14 @@ class FileHandle:
 class MainDbHandle(FileHandle):
     """What a main database adds: the deferred sync of rollback-journal transactions, paid
     at SQLITE_FCNTL_COMMIT_PHASETWO or when the write lock is dropped (see
-    :mod:`cartfs.vfs.registry`)."""
+    :mod:`cartfs.vfs.registry`).
+
+    Used directly only when no shared memory could be set up (no private runtime directory):
+    then ``PRAGMA journal_mode=WAL`` is refused with a clear error instead of SQLite's silent
+    fallback to the rollback journal.
+    """
+
+    has_shm = False
 
     entry: ArchiveEntry
     node: FileNode
@@ -189,7 +196,19 @@ class MainDbHandle(FileHandle):
             return True
         if op in (apsw.SQLITE_FCNTL_SIZE_HINT, apsw.SQLITE_FCNTL_CHUNK_SIZE):
             return True  # the archive allocates its own space
+        if op == apsw.SQLITE_FCNTL_PRAGMA and ptr and not self.has_shm:
+            self._refuse_wal(apsw.VFSFcntlPragma(ptr))
         return FileHandle.xFileControl(self, op, ptr)
+
+    @staticmethod
+    def _refuse_wal(pragma: apsw.VFSFcntlPragma) -> None:
+        if pragma.name.lower() != "journal_mode" or (pragma.value or "").lower() != "wal":
+            return
+        message = ("WAL is not available here: the cartridge VFS found no private runtime "
+                   "directory for the WAL index ($XDG_RUNTIME_DIR or the temp directory); "
+                   "use another journal mode, or WAL through the FUSE mount")
+        pragma.result = message
+        raise sqlite_error(apsw.SQLITE_ERROR, message)
 
 
 _current = threading.local()
@@ -205,6 +224,8 @@ def current_entry() -> ArchiveEntry | None:
 class ShadowedMainDbFile(MainDbHandle, apsw.VFSFile):
     """A main database whose shared-memory methods come from the unix VFS on a shadow file
     (WAL support; see :mod:`cartfs.vfs.shm`)."""
+
+    has_shm = True
 
     def __init__(self, shadow: str, node: FileNode, label: str, entry: ArchiveEntry,
                  on_close: Callable[[], None]) -> None:

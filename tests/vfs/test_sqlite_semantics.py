@@ -250,3 +250,15 @@ def test_quiet_connection_is_committed_by_the_timer(archive: Path, conns: Connec
         assert time.monotonic() < deadline, "nothing committed the quiet connection"
         time.sleep(0.02)
     assert entry.archive.statistics().dirty_bytes == 0
+
+
+def test_wal_without_shared_memory_is_refused_clearly(archive: Path, conns: Connections,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """If no wal-index can be set up, WAL must not silently stay a rollback journal."""
+    monkeypatch.setattr("cartfs.vfs.vfs.shadow_path", lambda *args: None)
+    conn = conns.connect(archive, "/nowal.db")
+    with pytest.raises(apsw.SQLError, match="WAL is not available"):
+        conn.execute("PRAGMA journal_mode=WAL")
+    assert conn.execute("PRAGMA journal_mode").fetchall() == [("delete",)]
+    assert conn.execute("PRAGMA journal_mode=truncate").fetchall() == [("truncate",)]
+    conn.execute("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
