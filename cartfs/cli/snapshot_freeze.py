@@ -107,9 +107,8 @@ def _passphrase_at_hand(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _fsck_line(args: argparse.Namespace) -> tuple[bool, str]:
+def _fsck_line(args: argparse.Namespace, passphrase: str | None) -> tuple[bool, str]:
     """Run fsck if the archive can be opened without asking; (ok, what to print)."""
-    passphrase = _passphrase_at_hand(args)
     try:
         archive = Archive.open(args.archive, readonly=True, passphrase=passphrase)
     except PassphraseRequired:
@@ -130,6 +129,7 @@ def _fsck_line(args: argparse.Namespace) -> tuple[bool, str]:
 def cmd_verify(args: argparse.Namespace) -> int:
     """Check a frozen archive's signature over every byte, and (when it can) run fsck."""
     expected = load_public_key(args.pubkey) if args.pubkey else None
+    passphrase = _passphrase_at_hand(args)  # a bad --key-file fails before any output
     try:
         size = os.path.getsize(args.archive)
     except OSError as exc:
@@ -147,7 +147,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
            " (no --pubkey: this proves the file is intact, not who signed it)"))
     print(f"content:   SHA-256 {result.content_hash.hex()} over all {result.pages} pages "
           f"({human_size(result.pages * PAGE_SIZE)})")
-    ok, line = _fsck_line(args)
+    ok, line = _fsck_line(args, passphrase)
     print(f"fsck:      {line}")
     print("result:    OK" if ok else "result:    FAILED (the signature holds, but the "
                                       "content does not check out)")

@@ -137,6 +137,7 @@ def test_verify_runs_fsck_when_it_can(tmp_path: Path) -> None:
     for result in (with_env, with_file):
         assert "fsck:      OK" in ok(result).out and "tag" in result.out
     assert_one_line_error(wrong, "missing")
+    assert wrong.out == ""  # the bad key file is noticed before anything is checked
 
 
 def test_vacuum(source: Path) -> None:
