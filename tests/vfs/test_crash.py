@@ -10,6 +10,7 @@ checks that a hot journal (or a WAL) was left behind before it reopens.
 from __future__ import annotations
 
 import inspect
+import random
 import signal
 import sqlite3
 import subprocess
@@ -34,7 +35,7 @@ conn = cartfs.vfs.connect(archive, "/crash.db", options=OpenOptions(commit_inter
 conn.execute(f"PRAGMA journal_mode={mode}")
 conn.execute("PRAGMA cache_size=8")
 conn.execute(SCHEMA)
-txn = 0
+((txn,),) = conn.execute("SELECT coalesce(max(txn), 0) FROM t").fetchall()
 while True:
     txn += 1
     conn.execute("BEGIN")
@@ -144,3 +145,54 @@ def test_killed_right_after_commit(archive: Path, conns: Connections, mode: str)
     conn = conns.connect(archive, "/crash.db")
     assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     assert conn.execute(ROWS).fetchall() == expected_rows(3)
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("round_", range(12))
+def test_killed_at_random_moments(tmp_path: Path, conns: Connections, round_: int) -> None:
+    """Kill after a random delay, again and again on one archive; every reopen finds the
+    last committed transaction, whole."""
+    rnd = random.Random(round_)
+    mode = rnd.choice(["delete", "truncate", "persist", "wal"])
+    archive = tmp_path / f"soak-{round_}.cart"
+    Archive.create(archive).close()
+    committed = 0
+    for _ in range(3):
+        target = committed + rnd.randint(1, 3)
+        last = kill_writer_after(archive, mode, rnd.uniform(0.0, 0.15), target)
+        conn = conns.connect(archive, "/crash.db")
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        rows = conn.execute(ROWS).fetchall()
+        conn.close()
+        done = max(t for (_, t, _, _) in rows) if rows else 0
+        assert done == max(last, committed), (done, last, committed)
+        assert rows == expected_rows(done)
+        committed = done
+    fsck_ok(archive)
+
+
+def kill_writer_after(archive: Path, mode: str, delay: float, target: int) -> int:
+    """Like kill_writer, but the kill lands ``delay`` seconds after "inside TARGET"."""
+    script = "\n".join(["from typing import Any",
+                        f"SCHEMA, INSERT, HALF = {SCHEMA!r}, {INSERT!r}, {HALF}",
+                        inspect.getsource(first_half), WRITER])
+    proc = subprocess.Popen([PYTHON, "-c", script, str(archive), mode], env=subprocess_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    last = 0
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            word, number = line.split()
+            if word == "committed":
+                last = int(number)
+            if word == "inside" and int(number) >= target:
+                time.sleep(delay)
+                proc.send_signal(signal.SIGKILL)
+                break
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    return last
