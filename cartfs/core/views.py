@@ -35,8 +35,12 @@ class SnapshotView(PathHelpers):
 
     def __init__(self, archive: Archive, info: SnapshotInfo) -> None:
         self.archive = archive
+        self._bind(info)
+
+    def _bind(self, info: SnapshotInfo) -> None:
+        """Read the tree at ``info.root`` (again, after a vacuum moved it)."""
         self.info = info
-        sb = archive.superblock
+        archive, sb = self.archive, self.archive.superblock
         tree = catalog_tree(archive._pager, archive._clock, info.root)
         chunks = ChunkStore(archive._pager, tree, None, archive._clock, sb.chunk_size,
                             sb.codec, sb.codec_level)
@@ -51,8 +55,11 @@ class SnapshotView(PathHelpers):
         with self.archive._lock:
             if self.archive.closed:
                 raise NotFound("archive is closed")
-            if get_snapshot(self.archive, self.info.name).id != self.info.id:
+            current = get_snapshot(self.archive, self.info.name)
+            if current.id != self.info.id:
                 raise NotFound(f"snapshot {self.info.name!r} no longer exists")
+            if current.root != self.info.root:  # vacuum moved it; the old pages may be reused
+                self._bind(current)
             return call()
 
     def lookup(self, parent: int, name: Name) -> Inode:

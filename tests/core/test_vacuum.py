@@ -8,6 +8,7 @@ then check every tree (the live one and every snapshot) and run fsck.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import select
@@ -344,3 +345,28 @@ def test_vacuum_survives_power_loss_at_random_points() -> None:
 def test_vacuum_power_loss_soak() -> None:
     for seed in range(20):
         power_fail_vacuums(trials=30, seed=100 + seed)
+
+
+def test_a_snapshot_view_taken_before_a_vacuum_still_reads_right() -> None:
+    """Regression: a SnapshotView kept the root it was opened with; vacuum moved the tree and
+    freed those pages, so the view read reused pages (CorruptArchive at best). Views now
+    follow the moved root (the FUSE mount holds views of ``.snapshots/NAME`` open)."""
+    no_cache = dataclasses.replace(NEVER, cache_bytes=0)  # every read goes to the pages
+    archive = Archive.create_on(MemoryDevice(), chunk_size=4096, options=no_cache)
+    rng = random.Random(0)
+    for i in range(100):
+        archive.write_file(f"/junk/{i}", rng.randbytes(20_000), parents=True)
+    archive.sync()
+    archive.write_file("/keep/a", rng.randbytes(50_000), parents=True)
+    archive.remove("/junk", recursive=True)
+    archive.create_snapshot("s")
+    view = archive.snapshot("s")
+    before = full_state(view)
+    archive.remove("/keep", recursive=True)
+    old_root = view.info.root
+    assert archive.vacuum().moved_pages > 0
+    assert archive.list_snapshots()[0].root != old_root
+    for i in range(100):  # reuse the pages the snapshot's tree moved out of
+        archive.write_file(f"/new/{i}", rng.randbytes(20_000), parents=True)
+    archive.sync()
+    assert full_state(view) == before
