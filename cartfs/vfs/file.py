@@ -4,9 +4,10 @@
   or in memory). A plain object, not an :class:`apsw.VFSFile` subclass: apsw answers
   ``SQLITE_FCNTL_VFSNAME`` for VFSFile instances by calling their base file, which such a
   file would not have.
-* :class:`MainDbFile` — a main database. An :class:`apsw.VFSFile` opened through the unix VFS
-  on a shadow host file, so that apsw forwards SQLite's shared-memory methods and WAL mode
-  works (see :mod:`cartfs.vfs.shm`); every byte still goes to the archive.
+* :class:`ShadowedMainDbFile` — a main database. An :class:`apsw.VFSFile` opened through the
+  unix VFS on a shadow host file, so that apsw forwards SQLite's shared-memory methods and
+  WAL mode works (see :mod:`cartfs.vfs.shm`); every byte still goes to the archive.
+  (:class:`MainDbHandle` when no shadow can be made: everything but WAL.)
 
 What the VFS promises SQLite, and why it is true (``xDeviceCharacteristics``):
 
@@ -19,7 +20,8 @@ What the VFS promises SQLite, and why it is true (``xDeviceCharacteristics``):
   write implies every earlier one is durable (see :mod:`cartfs.vfs.registry`).
 * ``SQLITE_IOCAP_POWERSAFE_OVERWRITE`` — a crash during a write leaves the old or the new
   chunk, never damage to bytes that were not written.
-* ``SQLITE_IOCAP_SUBPAGE_READ`` — reads of any size at any offset are fine.
+* ``SQLITE_IOCAP_SUBPAGE_READ`` — reads of any size at any offset are fine (SQLite 3.48+
+  then reads overflow pages of large BLOBs directly).
 
 Not claimed: ``IMMUTABLE`` (SQLite would then ignore a hot journal), and
 ``UNDELETABLE_WHEN_OPEN``. ``xSectorSize`` is the archive page size, 4096; with
@@ -41,7 +43,7 @@ from .registry import ArchiveEntry
 
 CAPABILITIES = (apsw.SQLITE_IOCAP_ATOMIC | apsw.SQLITE_IOCAP_SAFE_APPEND
                 | apsw.SQLITE_IOCAP_SEQUENTIAL | apsw.SQLITE_IOCAP_POWERSAFE_OVERWRITE
-                | apsw.SQLITE_IOCAP_SUBPAGE_READ)
+                | getattr(apsw, "SQLITE_IOCAP_SUBPAGE_READ", 0))
 SECTOR_SIZE = 4096
 _BUSY = "cartridge: database is locked by another connection"
 
