@@ -140,15 +140,18 @@ class ArchiveEntry:
                 self._names[inner] = ino
         return None if ino == _MISSING else ino
 
-    def create(self, inner: str) -> int:
-        """Create an empty regular file (its directory must exist)."""
-        parents, name = parent_and_name(inner)
+    def create(self, inner: str, *, parents: bool = False) -> int:
+        """Create an empty regular file; its directory must exist unless ``parents``."""
+        parent_parts, name = parent_and_name(inner)
+        folder = b"/" + b"/".join(parent_parts)
         self.before_change()
         with self.mutex:
             self.flush_locked()
-            parent = self.archive.resolve(b"/" + b"/".join(parents))
+            if parents:
+                self.archive.make_dir(folder, parents=True, exist_ok=True)
+            parent = self.archive.resolve(folder)
             if not parent.is_dir:
-                raise NotADirectory(f"{os.fsdecode(b'/'.join(parents))}: not a directory")
+                raise NotADirectory(f"{os.fsdecode(folder)}: not a directory")
             ino = self.archive.create_file(parent.ino, name).ino
             self._names[inner] = ino
             return ino

@@ -6,7 +6,8 @@ Opening maps SQLite's open flags to archive files:
   parameter or from an archive-qualified path (see :mod:`cartfs.vfs.naming`); the archive is
   opened writable unless the connection is read-only (``mode=ro``, SQLITE_OPEN_READONLY) or
   the archive cannot be written (frozen, read-only file); the database is created if SQLite
-  asks (SQLITE_OPEN_CREATE) and its directory exists.
+  asks (SQLITE_OPEN_CREATE), with any missing directories (``/data/app.db`` in a fresh
+  archive just works).
 * rollback journal, WAL, super-journal: the archive file SQLite names, next to the database.
 * delete-on-close files with a name: a nameless archive file (reclaimed even after a crash).
 * temp files without a name (temp database, statement/temp journals, VACUUM's transient
@@ -186,7 +187,7 @@ class CartridgeVFS(apsw.VFS):
                 raise NotFound("no such database in the archive")
             if not entry.writable:
                 raise ReadOnly("no such database, and the archive is open read-only")
-            ino = entry.create(inner)
+            ino = entry.create(inner, parents=True)
         elif inflags & apsw.SQLITE_OPEN_EXCLUSIVE and inflags & _CREATE:
             raise AlreadyExists("already exists")
         if entry.is_dir(ino):

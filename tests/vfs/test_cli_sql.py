@@ -24,13 +24,9 @@ def test_statements_and_rows(archive: Path, capsys: pytest.CaptureFixture[str]) 
     code, out, err = run(capsys, str(archive), "/db/app.db",
                          "CREATE TABLE t(n, s); INSERT INTO t VALUES (1, 'one'), (2, NULL),"
                          " (3, x'00ff'); SELECT * FROM t ORDER BY n")
-    assert code == 1 and "no such file or directory" in err  # /db does not exist yet
-    code, out, err = run(capsys, str(archive), "/app.db",
-                         "CREATE TABLE t(n, s); INSERT INTO t VALUES (1, 'one'), (2, NULL),"
-                         " (3, x'00ff'); SELECT * FROM t ORDER BY n")
     assert (code, err) == (0, "")
     assert out == "1\tone\n2\t\n3\tX'00FF'\n"
-    code, out, _ = run(capsys, str(archive), "/app.db", "--header", "--readonly",
+    code, out, _ = run(capsys, str(archive), "/db/app.db", "--header", "--readonly",
                        "SELECT n AS number FROM t WHERE n > 1")
     assert (code, out) == (0, "number\n2\n3\n")
 

@@ -65,11 +65,17 @@ def test_missing_database_without_create(archive: Path, conns: Connections) -> N
         assert a.listdir("/") == []
 
 
-def test_missing_directory_and_directory_as_database(archive: Path, conns: Connections
-                                                     ) -> None:
-    with pytest.raises(apsw.CantOpenError, match="no such file or directory"):
-        conns.connect(archive, "/no/such/dir/x.db")
+def test_directories_are_made_and_a_directory_is_no_database(archive: Path,
+                                                             conns: Connections) -> None:
+    conns.connect(archive, "/new/dirs/x.db").execute("CREATE TABLE t(x)")
+    with pytest.raises(apsw.CantOpenError, match="no such database"):
+        conns.connect(archive, "/other/y.db", create=False)
+    with pytest.raises(apsw.CantOpenError, match="not a directory"):
+        conns.connect(archive, "/new/dirs/x.db/z.db")
+    conns.close_all()
     with Archive.open(archive) as a:
+        assert a.file_type("/new/dirs") == "dir"
+        assert not a.exists("/other")
         a.make_dir("/dir")
     with pytest.raises(apsw.CantOpenError, match="is a directory"):
         conns.connect(archive, "/dir")
