@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import os
+import time
 from urllib.parse import quote
 
 import apsw
 
 from cartfs.core.archive import OpenOptions
-from cartfs.core.errors import CartError
+from cartfs.core.errors import ArchiveBusy, CartError
 
 from .errors import sqlite_error, to_sqlite
 from .naming import normalize
-from .registry import REGISTRY
+from .registry import REGISTRY, ArchiveEntry
 from .vfs import VFS_NAME, register
 
 DEFAULT_BUSY_TIMEOUT_MS = 5000
@@ -46,17 +47,16 @@ def connect(archive_path: str | os.PathLike[str], db_path: str, *, readonly: boo
     with a clear error rather than at the first query. ``flags`` overrides the open flags.
     ``options`` tunes the archive (cache, commit interval) if this call opens it.
 
+    When another process holds the archive (a writer, or readers while we want to write),
+    ``connect`` waits for it up to ``busy_timeout_ms``, as SQLite waits for a lock.
+
     Errors are apsw exceptions (:class:`apsw.CantOpenError` for a missing archive or
-    database, :class:`apsw.NotADBError`, :class:`apsw.BusyError` when another process has
-    the archive open for writing); their ``__cause__`` is the cartfs error, if any.
+    database, :class:`apsw.NotADBError`, :class:`apsw.BusyError` when another process still
+    holds the archive); their ``__cause__`` is the cartfs error, if any.
     """
     register()
     archive = os.fspath(archive_path)
-    try:
-        entry = REGISTRY.acquire(archive, writable=not readonly, passphrase=passphrase,
-                                 options=options)
-    except CartError as exc:
-        raise to_sqlite(exc, apsw.SQLITE_CANTOPEN, archive) from exc
+    entry = _acquire(archive, not readonly, passphrase, options, busy_timeout_ms / 1000)
     try:
         if flags is None:
             flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE
@@ -69,6 +69,24 @@ def connect(archive_path: str | os.PathLike[str], db_path: str, *, readonly: boo
     if check:
         _check_database(conn, archive, db_path)
     return conn
+
+
+def _acquire(archive: str, writable: bool, passphrase: str | bytes | None,
+             options: OpenOptions | None, patience: float) -> ArchiveEntry:
+    deadline = time.monotonic() + patience
+    delay = 0.001
+    while True:
+        try:
+            return REGISTRY.acquire(archive, writable=writable, passphrase=passphrase,
+                                    options=options)
+        except ArchiveBusy as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise to_sqlite(exc, apsw.SQLITE_CANTOPEN, archive) from exc
+        except CartError as exc:
+            raise to_sqlite(exc, apsw.SQLITE_CANTOPEN, archive) from exc
+        time.sleep(min(delay, left))
+        delay = min(delay * 2, 0.1)
 
 
 def _check_database(conn: apsw.Connection, archive: str, db_path: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import apsw
@@ -94,16 +95,33 @@ def test_archive_busy_in_another_process(archive: Path, conns: Connections) -> N
          str(archive)], env=subprocess_env(), stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        started = time.monotonic()
         with pytest.raises(apsw.BusyError, match="in use by another process"):
-            conns.connect(archive)
+            conns.connect(archive, busy_timeout_ms=300)   # waits, then gives up
+        assert time.monotonic() - started >= 0.25
         with pytest.raises(apsw.BusyError, match="in use by another process"):
-            conns.uri(raw_uri(archive))
+            conns.uri(raw_uri(archive))                   # a raw open cannot wait
     finally:
         holder.kill()
         holder.wait()
         if holder.stdout is not None:
             holder.stdout.close()
     conns.connect(archive).execute("CREATE TABLE t(x)")  # free again
+
+
+def test_connect_waits_for_another_process_to_let_go(archive: Path, conns: Connections
+                                                     ) -> None:
+    holder = subprocess.Popen(
+        [PYTHON, "-c", "import sys, time\nfrom cartfs.core.archive import Archive\n"
+         "a = Archive.open(sys.argv[1]); print('open', flush=True); time.sleep(0.5); "
+         "a.close()", str(archive)], env=subprocess_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        conns.connect(archive, busy_timeout_ms=20_000).execute("CREATE TABLE t(x)")
+    finally:
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
 
 
 # ---- read-only, frozen, encrypted -----------------------------------------------------------
