@@ -17,6 +17,7 @@ unmount.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime
 import errno
 import json
@@ -36,6 +37,7 @@ from cartfs.cli.common import (
 )
 from cartfs.core.archive import Archive
 from cartfs.core.errors import AlreadyExists, ArchiveBusy, CartError, NotFound
+from cartfs.core.format import PAGE_SIZE
 
 ORDER = 40
 LIVE = "@live"
@@ -108,6 +110,23 @@ def find_archive_mount(archive_path: str, mountinfo: str = "/proc/self/mountinfo
     return found
 
 
+def _syncfs(path: str) -> None:
+    """Push what the kernel still caches for the mount (writeback cache) to the daemon, so
+    a snapshot taken now holds everything written before it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syncfs(fd) != 0:
+            os.sync()
+    except (OSError, AttributeError):
+        os.sync()
+    finally:
+        os.close(fd)
+
+
 @dataclass(frozen=True)
 class MountedSnapshots:
     """A mounted archive's ``.snapshots`` directory: the way in while the daemon holds the
@@ -127,6 +146,7 @@ class MountedSnapshots:
         return os_error(exc, os.path.join(self.folder, name) if name else self.folder)
 
     def create(self, name: str) -> None:
+        _syncfs(self.mountpoint)
         try:
             os.mkdir(os.path.join(self.folder, name))
         except OSError as exc:
@@ -209,7 +229,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
         archive.delete_snapshot(name)
         after = archive.statistics().allocator
         freed = (before.used_pages + before.dead_pages) - (after.used_pages + after.dead_pages)
-        print(f"deleted snapshot {name}; {human_size(max(freed, 0) * 4096)} freed")
+        print(f"deleted snapshot {name}; {human_size(max(freed, 0) * PAGE_SIZE)} freed")
         return 0
 
     def mounted(snaps: MountedSnapshots) -> int:

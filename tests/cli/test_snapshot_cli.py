@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 
 from cartfs.cli.common import human_size
-from cartfs.cli.snapshot_cmds import find_archive_mount
+from cartfs.cli.snapshot_cmds import MountedSnapshots, find_archive_mount
 from cartfs.core.archive import Archive
+from cartfs.core.errors import AlreadyExists, CartError, NotFound
 from cartfs.core.fsck import fsck
 from cartfs.core.keys import KdfParams
 
@@ -190,6 +191,24 @@ def test_find_archive_mount_reads_mountinfo(tmp_path: Path) -> None:
         f"38 25 0:34 / /mnt/ext4 rw - ext4 {escaped} rw\n")
     assert find_archive_mount(str(archive), str(info)) == "/mnt/with space"
     assert find_archive_mount(str(tmp_path / "none.cart"), str(info)) is None
+
+
+def test_mounted_snapshots_map_directory_errors(tmp_path: Path) -> None:
+    """The ``.snapshots`` protocol on a plain directory: mkdir creates, rmdir deletes,
+    EEXIST/ENOENT become the same errors as without a mount."""
+    (tmp_path / ".snapshots").mkdir()
+    snaps = MountedSnapshots(str(tmp_path))
+    snaps.create("b")
+    snaps.create("a")
+    assert snaps.names() == ["a", "b"]
+    with pytest.raises(AlreadyExists, match="'a' exists"):
+        snaps.create("a")
+    snaps.delete("a")
+    with pytest.raises(NotFound, match="no snapshot named 'a'"):
+        snaps.delete("a")
+    (tmp_path / ".snapshots" / "b" / "inside").mkdir()
+    with pytest.raises(CartError, match="b"):
+        snaps.delete("b")  # ENOTEMPTY from a real directory: one line naming the path
 
 
 class Mount:

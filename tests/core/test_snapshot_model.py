@@ -12,6 +12,7 @@ emptied: the used pages must come back to exactly those of a new empty archive.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from dataclasses import dataclass, field
 
@@ -28,9 +29,13 @@ from hypothesis.stateful import (
 from cartfs.core.archive import Archive
 from cartfs.core.catalog import ROOT_INO
 from cartfs.core.device import MemoryDevice
+from cartfs.core.errors import NotFound
 from cartfs.core.fsck import fsck
+from cartfs.core.views import SnapshotView
 
 from .test_snapshots import NEVER, STALE_DEAD, ReadTree
+
+SMALL_CACHE = dataclasses.replace(NEVER, cache_bytes=16 * 1024)  # reads reach the pages
 
 NAMES = ("a", "b", "c")
 DIRS = ("/", "/d", "/e")
@@ -78,9 +83,10 @@ class SnapshotMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.device = MemoryDevice()
-        self.archive = Archive.create_on(self.device, chunk_size=4096, options=NEVER)
+        self.archive = Archive.create_on(self.device, chunk_size=4096, options=SMALL_CACHE)
         self.live: Model = {"/": Entry(None)}
         self.snaps: dict[str, Model] = {}
+        self.views: dict[str, SnapshotView] = {}
         self.counter = 0
         self.restored = False
 
@@ -170,6 +176,7 @@ class SnapshotMachine(RuleBasedStateMachine):
         name = f"s{self.counter}"
         self.archive.create_snapshot(name)
         self.snaps[name] = copy.deepcopy(self.live)
+        self.views[name] = self.archive.snapshot(name)  # kept open across later changes
 
     @precondition(lambda self: bool(self.snaps))
     @rule(data=st.data())
@@ -177,6 +184,8 @@ class SnapshotMachine(RuleBasedStateMachine):
         name = data.draw(st.sampled_from(sorted(self.snaps)))
         self.archive.delete_snapshot(name)
         del self.snaps[name]
+        with pytest.raises(NotFound):  # a stale view must never read reused pages
+            self.views.pop(name).readdir(ROOT_INO)
         self.check_fsck(f"after deleting {name}")
 
     @precondition(lambda self: bool(self.snaps))
@@ -192,13 +201,21 @@ class SnapshotMachine(RuleBasedStateMachine):
     @rule()
     def reopen(self) -> None:
         self.archive.close()
-        self.archive = Archive.open_on(self.device, options=NEVER)
+        self.archive = Archive.open_on(self.device, options=SMALL_CACHE)
+        self.views = {name: self.archive.snapshot(name) for name in self.snaps}
+
+    @rule()
+    def vacuum(self) -> None:
+        """Moves the live tree and every snapshot's tree; open views must follow."""
+        self.archive.vacuum()
+        self.check_fsck("after vacuum", strict=True)  # vacuum sweeps the dead list first
 
     @rule()
     def checkpoint(self) -> None:
         assert model_of(self.archive) == self.live
         for name, expected in self.snaps.items():
             assert model_of(self.archive.snapshot(name)) == expected, f"snapshot {name}"
+            assert model_of(self.views[name]) == expected, f"open view of snapshot {name}"
 
     def teardown(self) -> None:
         self.checkpoint()
