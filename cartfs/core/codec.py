@@ -30,6 +30,7 @@ from .format import (
     CODEC_NAMES,
     CODEC_NONE,
     CODEC_ZSTD,
+    MAX_CHUNK_SIZE,
     SEAL_NONCE,
     SEAL_OVERHEAD,
     pages_for,
@@ -84,6 +85,8 @@ def compress(
 
 def decompress(codec: int, stored: bytes | memoryview, logical: int) -> bytes:
     """Decode stored bytes back to exactly ``logical`` bytes, or raise CorruptArchive."""
+    if not 0 <= logical <= MAX_CHUNK_SIZE:  # else lz4 would try to allocate (or overflow)
+        raise CorruptArchive(f"chunk claims {logical} logical bytes", kind="chunk")
     try:
         if codec == CODEC_NONE:
             out = bytes(stored)
