@@ -26,6 +26,7 @@ that is, until the final commit is on disk.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import logging
@@ -176,6 +177,21 @@ def set_read_ahead(mountpoint: str, kib: int) -> None:
         log.debug("cannot set %s: %s", path, exc.strerror)
 
 
+def syncfs(path: str) -> None:
+    """syncfs(2) on the file system at ``path``, releasing the GIL (pyfuse3.syncfs holds
+    it, which deadlocks a daemon that must serve the write-back it causes)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        log.warning("syncfs %s: %s", path, exc.strerror)
+        return
+    try:
+        if ctypes.CDLL(None, use_errno=True).syncfs(fd) != 0:
+            log.warning("syncfs %s: %s", path, os.strerror(ctypes.get_errno()))
+    finally:
+        os.close(fd)
+
+
 def sd_notify(message: str) -> None:
     """Tell systemd (Type=notify units) about our state; a no-op elsewhere."""
     address = os.environ.get("NOTIFY_SOCKET")
@@ -242,8 +258,7 @@ class _Daemon:
             return  # the kernel flushes, then ends the session: pyfuse3.main returns
         log.warning("unmount of %s failed (%s): flushing and detaching", self.mountpoint,
                     message)
-        with contextlib.suppress(OSError):
-            await trio.to_thread.run_sync(pyfuse3.syncfs, self.mountpoint)
+        await trio.to_thread.run_sync(syncfs, self.mountpoint)
         self.detach = True
         pyfuse3.terminate()
 

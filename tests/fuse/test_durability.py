@@ -1,0 +1,131 @@
+"""Durability: unmount/remount keeps everything; fsync commits; the commit timer bounds the
+loss; SIGTERM and SIGINT commit; SIGKILL mid-write never corrupts the archive."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from cartfs.core.archive import Archive
+from cartfs.fuse.mount import find_mount
+
+from .conftest import Mounts, force_unmount, fsck_ok, wait_for
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            path = Path(dirpath) / name
+            out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def test_remount_identical(mounts: Mounts) -> None:
+    archive = mounts.archive()
+    mnt = mounts.mount(archive)
+    for i in range(200):
+        d = mnt / f"d{i % 7}"
+        d.mkdir(exist_ok=True)
+        (d / f"f{i}").write_bytes(os.urandom(i * 37) + b"tail")
+    before = _tree_digest(mnt)
+    mounts.unmount()
+    fsck_ok(archive)
+    mnt = mounts.mount(archive)
+    assert _tree_digest(mnt) == before
+    mounts.unmount()
+
+
+def test_fsync_is_durable_before_sigkill(mounts: Mounts) -> None:
+    archive = mounts.archive()
+    daemon = mounts.mount_foreground(archive, options=["commit=3600"])
+    mnt = mounts.mountpoints[-1]
+    fd = os.open(mnt / "synced.txt", os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, b"made durable by fsync")
+    os.fsync(fd)
+    os.close(fd)
+    (mnt / "unsynced.txt").write_text("may be lost")
+    daemon.send_signal(signal.SIGKILL)
+    daemon.wait()
+    force_unmount(mnt)
+    fsck_ok(archive)
+    with Archive.open(archive) as a:
+        assert a.read_file("/synced.txt") == b"made durable by fsync"
+
+
+def test_commit_interval_bounds_loss(mounts: Mounts) -> None:
+    archive = mounts.archive()
+    daemon = mounts.mount_foreground(archive, options=["commit=0.5"])
+    mnt = mounts.mountpoints[-1]
+    (mnt / "a.txt").write_text("committed by the timer")
+    time.sleep(2.0)  # several commit intervals
+    daemon.send_signal(signal.SIGKILL)
+    daemon.wait()
+    force_unmount(mnt)
+    fsck_ok(archive)
+    with Archive.open(archive) as a:
+        assert a.read_file("/a.txt") == b"committed by the timer"
+
+
+def test_sigkill_mid_write_never_corrupts(mounts: Mounts) -> None:
+    archive = mounts.archive()
+    daemon = mounts.mount_foreground(archive, options=["commit=0.2"])
+    mnt = mounts.mountpoints[-1]
+    stop = threading.Event()
+
+    def writer() -> None:
+        i = 0
+        try:
+            while not stop.is_set():
+                (mnt / f"w{i % 50}.bin").write_bytes(os.urandom(300_000))
+                i += 1
+        except OSError:
+            pass  # the daemon is gone
+
+    threads = [threading.Thread(target=writer) for _ in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(2.5)
+    daemon.send_signal(signal.SIGKILL)
+    daemon.wait()
+    stop.set()
+    force_unmount(mnt)
+    for t in threads:
+        t.join(timeout=30)
+    fsck_ok(archive)
+    mnt = mounts.mount(archive)  # mounts again, and the files read back whole
+    names = os.listdir(mnt)
+    assert names, "nothing was committed in 2.5 s with commit=0.2"
+    for name in names:
+        assert (mnt / name).stat().st_size in (0, 300_000)
+    mounts.unmount()
+    fsck_ok(archive)
+
+
+def test_signals_and_fusermount_commit(mounts: Mounts) -> None:
+    archive = mounts.archive()
+    for stopper in ("SIGTERM", "SIGINT", "fusermount3"):
+        daemon = mounts.mount_foreground(archive, options=["commit=3600"])
+        mnt = mounts.mountpoints[-1]
+        payload = os.urandom(2_000_000)
+        fd = os.open(mnt / f"{stopper}.bin", os.O_WRONLY | os.O_CREAT, 0o644)
+        os.write(fd, payload)  # with the writeback cache these pages are still dirty
+        if stopper == "fusermount3":
+            os.close(fd)
+            subprocess.run(["fusermount3", "-u", str(mnt)], check=True)
+        else:  # the file stays open: the daemon must flush the kernel's pages itself
+            daemon.send_signal(getattr(signal, stopper))
+        assert daemon.wait(timeout=60) == 0, mounts.log_text()
+        if stopper != "fusermount3":
+            with contextlib.suppress(OSError):  # the mount went away under the open file
+                os.close(fd)
+        wait_for(lambda m=mnt: find_mount(str(m)) is None, what="unmount")
+        fsck_ok(archive)
+        with Archive.open(archive) as a:
+            assert a.read_file(f"/{stopper}.bin") == payload, stopper
