@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from cartfs.cli.common import (
+    PASSPHRASE_ENV,
     Progress,
     UsageError,
     add_archive_argument,
@@ -28,7 +29,7 @@ from cartfs.cli.common import (
 )
 from cartfs.core.archive import Archive
 from cartfs.core.catalog import ROOT_INO
-from cartfs.core.errors import CartError
+from cartfs.core.errors import CartError, PassphraseRequired
 from cartfs.core.format import DEFAULT_CHUNK_SIZE, PAGE_SIZE
 from cartfs.core.fsck import FsckReport, fsck
 
@@ -44,7 +45,11 @@ def cmd_create(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.archive}: folder {folder} does not exist")
     passphrase = None
     if args.encrypt or args.key_file:
-        passphrase = read_passphrase(args, confirm=True)
+        try:
+            passphrase = read_passphrase(args, confirm=True)
+        except PassphraseRequired:
+            raise UsageError("--encrypt needs a passphrase: give --key-file FILE or set "
+                             f"${PASSPHRASE_ENV} (or run it in a terminal)") from None
         if not passphrase:
             raise UsageError("an empty passphrase would not protect anything")
     with Archive.create(args.archive, compression=args.compression, level=args.level,
@@ -174,7 +179,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 def run_fsck(archive: Archive, *, label: str = "checking") -> FsckReport:
     """fsck with a progress bar (pages) on a terminal."""
     with Progress(label, archive.superblock.total_pages, unit="pages") as bar:
-        return fsck(archive, bar.update)
+        report = fsck(archive, bar.update)
+        bar.update(bar.total)  # free pages are counted, not read: the bar ends full
+        return report
 
 
 def fsck_lines(report: FsckReport) -> list[str]:

@@ -34,6 +34,8 @@ from cartfs.core.errors import CartError, PassphraseRequired
 log = logging.getLogger("cartfs")
 
 PASSPHRASE_ENV = "CARTFS_PASSPHRASE"
+# Streaming reads (cat, get) touch each chunk once: a small cache does as well as a big one.
+STREAMING = OpenOptions(cache_bytes=32 * 1024 * 1024)
 EXIT_INTERRUPTED = 130
 
 

@@ -30,7 +30,7 @@ from cartfs.cli.localfs import (
 )
 from cartfs.core.archive import Archive
 from cartfs.core.catalog import Inode
-from cartfs.core.errors import CartError, CorruptArchive
+from cartfs.core.errors import CartError
 
 log = logging.getLogger("cartfs.cli")
 
@@ -75,9 +75,7 @@ class Getter:
                     self._copy_entry(item, stack)
             except OSError as exc:
                 self._fail(os.fsdecode(item.local), exc.strerror or str(exc))
-            except CorruptArchive:
-                raise
-            except CartError as exc:
+            except CartError as exc:  # damage reads as an error for that file, never as data
                 self._fail(os.fsdecode(item.src), core_reason(item.src, exc))
 
     def _fail(self, where: str, reason: str) -> None:

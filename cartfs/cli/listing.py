@@ -8,6 +8,7 @@ modification time (time of day within six months, else the year), name, ``-> tar
 from __future__ import annotations
 
 import grp
+import math
 import os
 import pwd
 import stat
@@ -16,7 +17,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 
-from cartfs.cli.common import human_size
 from cartfs.core.archive import Archive
 from cartfs.core.catalog import Inode
 
@@ -49,10 +49,23 @@ def format_mtime(mtime_ns: int, now_ns: int | None = None) -> str:
     return f"{time.strftime('%b', local)} {local.tm_mday:2d} {tail}"
 
 
+def short_size(nbytes: int) -> str:
+    """``ls -h`` style, one column wide: 980, 1.5K, 12M, 3.0G (rounded up, as ls does)."""
+    if nbytes < 1024:
+        return str(nbytes)
+    value = float(nbytes)
+    for unit in "KMGTPE":
+        value /= 1024
+        if value < 1024 or unit == "E":
+            tenths = math.ceil(value * 10) / 10
+            return f"{tenths:.1f}{unit}" if tenths < 10 else f"{math.ceil(value)}{unit}"
+    raise AssertionError("unreachable")
+
+
 def format_size(inode: Inode, human: bool) -> str:
     if stat.S_ISCHR(inode.mode) or stat.S_ISBLK(inode.mode):
         return f"{os.major(inode.rdev)}, {os.minor(inode.rdev)}"
-    return human_size(inode.size) if human else str(inode.size)
+    return short_size(inode.size) if human else str(inode.size)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import sys
 import time
 
 from cartfs.cli.common import (
+    STREAMING,
     Progress,
     add_archive_argument,
     add_command,
@@ -74,18 +75,18 @@ def cmd_put(args: argparse.Namespace) -> int:
     options = OpenOptions(commit_bytes=args.commit_every) if args.commit_every else None
     dest = os.fsencode(args.dest)
     started = time.monotonic()
+    bar = Progress("put", 0)
+    if bar.enabled:  # sized before the archive is opened: Ctrl-C here needs no care
+        bar.update(0, source_bytes(sources, args.exclude))
     with writing(args, options=options) as (archive, stop):
-        bar = Progress("put", 0)
-        if bar.enabled:
-            bar.update(0, source_bytes(sources, args.exclude))
         putter = Putter(archive, stop, bar, list(args.exclude), report=bar.note)
         try:
             _put_all(archive, putter, sources, dest)
         finally:
             bar.close()
-        if bar.stream.isatty():
-            note(f"put {putter.files} files, {human_size(bar.done)} in "
-                 f"{time.monotonic() - started:.1f} s")
+    if bar.stream.isatty():  # after the final commit: the time includes it
+        note(f"put {putter.files} files, {human_size(bar.done)} in "
+             f"{time.monotonic() - started:.1f} s")
     return 1 if failed or putter.errors else 0
 
 
@@ -127,7 +128,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     """Copy files and trees out of the archive (see the module docstring)."""
     dest = os.fsencode(args.dest)
     started = time.monotonic()
-    with open_archive(args, readonly=True) as archive:
+    with open_archive(args, readonly=True, options=STREAMING) as archive:
         sources, failed = _archive_sources(archive, args.paths)
         if not sources:
             return 1
@@ -151,9 +152,9 @@ def cmd_get(args: argparse.Namespace) -> int:
                 getter.copy(inode.ino, b"/" + b"/".join(parts), local)
         finally:
             bar.close()
-        if bar.stream.isatty():
-            note(f"got {getter.files} files, {human_size(bar.done)} in "
-                 f"{time.monotonic() - started:.1f} s")
+    if bar.stream.isatty():
+        note(f"got {getter.files} files, {human_size(bar.done)} in "
+             f"{time.monotonic() - started:.1f} s")
     return 1 if failed or getter.errors else 0
 
 

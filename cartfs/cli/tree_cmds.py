@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 
 from cartfs.cli.common import (
+    STREAMING,
     add_archive_argument,
     add_command,
     core_reason,
@@ -80,7 +81,8 @@ def _ls_one(archive: Archive, path: str, args: argparse.Namespace, *,
 
 def cmd_cat(args: argparse.Namespace) -> int:
     """Raw bytes of files to stdout, streamed (a file larger than RAM is fine)."""
-    with open_archive(args, readonly=True) as archive, quiet_broken_pipe():
+    with open_archive(args, readonly=True, options=STREAMING) as archive, \
+            quiet_broken_pipe():
         out = sys.stdout.buffer
         for path in args.paths:
             with about(path):

@@ -185,3 +185,10 @@ def test_bad_option_values(cli: Cli, tmp_path: Path) -> None:
     assert exit_info.value.code == 2
     result = run_cartfs("create", tmp_path / "x.cart", "--compression", "gzip")
     assert result.code == 2 and "Traceback" not in result.err
+
+
+def test_encrypt_without_a_passphrase_source(tmp_path: Path) -> None:
+    result = run_cartfs("create", tmp_path / "s.cart", "--encrypt", input=b"")
+    assert_one_line_error(result, "--key-file", "CARTFS_PASSPHRASE")
+    assert result.code == 2
+    assert not (tmp_path / "s.cart").exists()
