@@ -11,7 +11,6 @@ import argparse
 import datetime
 import json
 import os
-import sys
 from typing import Any
 
 from cartfs.cli.common import (
@@ -25,7 +24,9 @@ from cartfs.cli.common import (
     human_size,
     open_archive,
     parse_size,
+    quiet_broken_pipe,
     read_passphrase,
+    write_out,
 )
 from cartfs.core.archive import Archive
 from cartfs.core.catalog import ROOT_INO
@@ -166,10 +167,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     """Describe an archive: sizes, pages, compression, contents, manifest."""
     with open_archive(args, readonly=True) as archive:
         details = describe(archive)
-    if args.json:
-        print(json.dumps(details, indent=2, sort_keys=True))
-    else:
-        print("\n".join(info_lines(details)))
+    with quiet_broken_pipe():
+        if args.json:
+            print(json.dumps(details, indent=2, sort_keys=True))
+        else:
+            write_out("\n".join(info_lines(details)) + "\n")
     return 0
 
 
@@ -207,8 +209,8 @@ def cmd_fsck(args: argparse.Namespace) -> int:
             report = run_fsck(archive)
         except CartError as exc:
             raise CartError(f"{args.archive}: check stopped: {exc}") from None
-    print("\n".join(fsck_lines(report)))
-    sys.stdout.flush()
+    with quiet_broken_pipe():
+        write_out("\n".join(fsck_lines(report)) + "\n")
     return 0 if report.ok else 1
 
 

@@ -211,10 +211,11 @@ def write_out(text: str) -> None:
 
 @contextlib.contextmanager
 def quiet_broken_pipe() -> Iterator[None]:
-    """``cartfs cat a.cart /big | head``: when the reader goes away, stop quietly.
+    """``cartfs cat a.cart /big | head``: when the reader goes away, stop quietly; when
+    stdout fails otherwise (a full disk), say so in one line.
 
     Python would otherwise complain again when it flushes stdout at exit, so stdout is
-    pointed at /dev/null before the BrokenPipeError goes on to main (exit 141)."""
+    pointed at /dev/null before the error goes on to main (BrokenPipeError: exit 141)."""
     try:
         yield
         sys.stdout.flush()
@@ -223,6 +224,11 @@ def quiet_broken_pipe() -> Iterator[None]:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
         raise
+    except OSError as exc:  # e.g. stdout is a file on a full disk: one line, not a traceback
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        raise os_error(exc, "standard output") from None
 
 
 class DeferredInterrupts:

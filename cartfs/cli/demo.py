@@ -25,6 +25,7 @@ from cartfs.cli.common import (
     add_command,
     add_verbose_option,
     human_size,
+    quiet_broken_pipe,
     write_out,
 )
 from cartfs.cli.listing import listing
@@ -83,9 +84,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     finally:
         if tmp.exists():
             tmp.unlink()
-    print(f"{'Replaced the existing' if replacing else 'Built'} {shown}: {files} files from "
-          f"cartfs's own source and Python's json and email packages.\n")
-    _show(final, shown)
+    with quiet_broken_pipe():
+        print(f"{'Replaced the existing' if replacing else 'Built'} {shown}: {files} files "
+              "from cartfs's own source and Python's json and email packages.\n")
+        _show(final, shown)
     return 0
 
 

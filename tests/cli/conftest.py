@@ -36,7 +36,7 @@ def cartfs_env(**extra: str) -> dict[str, str]:
 
 
 def cartfs_cmd(*args: str | os.PathLike[str]) -> list[str]:
-    return [sys.executable, "-m", "cartfs.cli.main", *map(os.fspath, args)]
+    return [sys.executable, "-m", "cartfs.cli.main", *(os.fspath(a) for a in args)]
 
 
 def run_cartfs(*args: str | os.PathLike[str], cwd: Path | None = None,
@@ -97,7 +97,10 @@ def _xattrs(path: bytes) -> tuple[tuple[str, bytes], ...]:
                         if n.startswith("user.")))
 
 
-def describe_tree(root: Path) -> tuple[dict[bytes, Entry], dict[bytes, int]]:
+Facts = tuple[dict[bytes, Entry], dict[bytes, int]]
+
+
+def describe_tree(root: Path) -> Facts:
     """{relative path: Entry} and {relative path: hard-link group} of a local tree.
 
     Each path is lstat-ed before its directory is read, so listing a directory cannot move

@@ -170,3 +170,15 @@ def test_fsck_finds_damage(cli: Cli, tmp_path: Path) -> None:
 
 def test_verbose_after_the_command(cli: Cli, archive: Path) -> None:
     assert cli("ls", "-v", archive).code == 0
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_stdout_on_a_full_disk_is_one_line(archive: Path) -> None:
+    for args in (["cat", archive, "/docs/a.txt"], ["ls", "-R", archive],
+                 ["info", archive]):
+        with open("/dev/full", "wb") as full:
+            proc = subprocess.run(cartfs_cmd(*args), env=cartfs_env(), stdout=full,
+                                  stderr=subprocess.PIPE, check=False)
+        err = proc.stderr.decode()
+        assert proc.returncode == 1, err
+        assert err.strip() == "cartfs: standard output: No space left on device"
