@@ -69,6 +69,7 @@ class MountSettings:
     negative_timeout: float = 300.0
     writeback: bool = True
     threads: bool = True
+    xattr: bool = True  # off: ENOSYS, so the kernel skips its getxattr before each write(2)
     read_ahead_kb: int = 1024
     key_file: str | None = None
     fuse_options: tuple[str, ...] = field(default=())
@@ -146,7 +147,7 @@ def _apply(s: MountSettings, name: str, value: str | None) -> tuple[MountSetting
         return s, False
     if name == "default_permissions":
         return s, False  # always on
-    if value is None and name not in ("writeback", "nowriteback"):
+    if value is None and name not in ("writeback", "nowriteback", "xattr", "noxattr"):
         raise MountOptionError(f"unknown mount option {name!r}"
                                if name not in _VALUED else f"option {name}= needs a value")
     return _apply_valued(s, name, value), False
@@ -155,7 +156,7 @@ def _apply(s: MountSettings, name: str, value: str | None) -> tuple[MountSetting
 _VALUED = frozenset({
     "uid", "gid", "cache", "cache_size", "commit", "commit_interval", "compress",
     "compression", "attr_timeout", "entry_timeout", "negative_timeout", "writeback",
-    "writeback_cache", "threads", "read_ahead_kb", "key_file", "keyfile",
+    "writeback_cache", "threads", "read_ahead_kb", "key_file", "keyfile", "xattr", "xattrs",
 })
 
 
@@ -187,8 +188,12 @@ def _apply_valued(s: MountSettings, name: str, value: str | None) -> MountSettin
         return replace(s, writeback=_flag(name, value))
     if name == "nowriteback":
         return replace(s, writeback=False)
+    if name == "noxattr":
+        return replace(s, xattr=False)
     if name == "threads":
         return replace(s, threads=_flag(name, value))
+    if name in ("xattr", "xattrs"):
+        return replace(s, xattr=_flag(name, value))
     if name == "read_ahead_kb":
         return replace(s, read_ahead_kb=int(_number(name, text, int)))
     if name in ("key_file", "keyfile"):
