@@ -454,6 +454,12 @@ class Allocator:
                                  kind="allocator") from exc
         if not reader.done():
             raise CorruptArchive("allocator state has trailing bytes", kind="allocator")
+        runs = [*alloc._free.items(), *((g.start, g.size) for g in alloc._groups.values())]
+        for start, n in runs:  # else allocations would land outside the file
+            if start < FIRST_DATA_PAGE or n < 1 or start + n > alloc.total_pages:
+                raise CorruptArchive(f"free run {start}+{n} outside the file", kind="allocator")
+        if any(g.used >> g.size for g in alloc._groups.values()):
+            raise CorruptArchive("group bitmap has bits past its end", kind="allocator")
         return alloc
 
 

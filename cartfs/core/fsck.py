@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from . import snapshots
 from .btree import TREE_CATALOG, BTree, Node
 from .catalog import (
     REC_CHUNK,
@@ -148,6 +149,7 @@ class Checker:
         self._check_namespace(live)
         try:
             snapshot_roots = self.archive._snapshot_roots()
+            self._check_horizon(snapshots.horizon(snapshots.list_snapshots(self.archive)))
         except CorruptArchive as exc:  # the list lives in the (damaged) system tree
             self.report.add(f"snapshot list unreadable: {exc.reason}", exc.page, exc.kind)
             snapshot_roots = []
@@ -158,6 +160,14 @@ class Checker:
             self._walk_tree(tree, f"snapshot {name}", catalog=True)
         self._check_allocator()
         return self.report
+
+    def _check_horizon(self, newest_snapshot: int) -> None:
+        """The allocator holds back pages born up to its horizon: below the newest snapshot
+        it would free pages a snapshot reaches, above it it leaks every freed page."""
+        horizon = self.archive._alloc.snapshot_horizon
+        if horizon != newest_snapshot:
+            self.report.add(f"snapshot horizon is {horizon}, the newest snapshot is at "
+                            f"transaction {newest_snapshot}", kind="allocator")
 
     def _check_superblock_slots(self) -> None:
         """A torn superblock is normal after a crash (the other one is used), but say so."""

@@ -26,6 +26,7 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from cartfs.core.alloc import Allocator
 from cartfs.core.archive import Archive
 from cartfs.core.device import MemoryDevice
 from cartfs.core.errors import CartError, CorruptArchive, NotAnArchive, UnsupportedFormat
@@ -413,3 +414,70 @@ def test_fuzz_flipped_bytes_in_used_pages(flips: list[tuple[int, int, int]],
                      != original[p * PAGE_SIZE:(p + 1) * PAGE_SIZE]]
     if nodes_changed and not fix:  # (an extent's slack after its stored bytes is unchecked)
         assert result != "ok", f"flipped bytes in node pages {nodes_changed} went unnoticed"
+
+
+def with_allocator_state(image: bytes, state: bytes) -> bytes:
+    """Replace the allocator blob of the newest commit (fixing its reference and the
+    superblock CRC), as a bug or an attacker who knows the format could."""
+    out = bytearray(image)
+    slots = [decode_superblock(image[s * PAGE_SIZE:(s + 1) * PAGE_SIZE], slot=s)
+             for s in (0, 1)]
+    newest = max(slots, key=lambda sb: sb.txid)
+    ref = newest.allocator
+    room = ref.npages * PAGE_SIZE
+    state = state[:room]
+    base = ref.page * PAGE_SIZE
+    out[base:base + room] = state + bytes(room - len(state))
+    sb = newest.with_(allocator=BlobRef(ref.page, ref.birth, len(state),
+                                        zlib.crc32(state) & 0xFFFFFFFF))
+    slot = newest.txid % 2
+    out[slot * PAGE_SIZE:(slot + 1) * PAGE_SIZE] = encode_superblock(sb)
+    return bytes(out)
+
+
+def allocator_state(image: bytes) -> bytes:
+    archive = Archive.open_on(MemoryDevice(image), readonly=True)
+    try:
+        return archive._pager.read_blob(archive.superblock.allocator, b"\0allocator",
+                                        kind="allocator state")
+    finally:
+        archive.close()
+
+
+def test_allocator_state_beyond_the_file_is_caught() -> None:
+    """A free run past the end of the file must not pass open + fsck: allocating from it
+    would write outside what the superblock says the archive is."""
+    image = sample_image()
+    total = decode_superblock(image[:PAGE_SIZE], slot=0).total_pages
+    alloc = Allocator.decode(allocator_state(image))
+    alloc._insert_extent(total + 10, 50)
+    assert examine(with_allocator_state(image, alloc.encode())) != "ok"
+
+
+@FUZZ
+@given(edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1,
+                      max_size=4))
+def test_fuzz_allocator_state(edits: list[tuple[int, int]]) -> None:
+    """Arbitrary edits to the allocator state behind a valid checksum: only CartError, and
+    when open + fsck accept the archive, it really is safe to write to."""
+    image = sample_image()
+    state = bytearray(allocator_state(image))
+    for where, value in edits:
+        state[where % len(state)] = value
+    damaged = with_allocator_state(image, bytes(state))
+    if examine(damaged, readonly=False) != "ok":
+        return
+    device = MemoryDevice(damaged)
+    archive = Archive.open_on(device)
+    before = {path: archive.read_file(path) for path in ("/text", "/words", "/d1/sub/f1")}
+    for i in range(20):
+        archive.write_file(f"/new/f{i}", bytes([i]) * 9000, parents=True)
+    archive.close()
+    archive = Archive.open_on(device, readonly=True)
+    try:
+        for path, data in before.items():
+            assert archive.read_file(path) == data, f"{path} was overwritten"
+        report = fsck(archive)
+        assert report.ok, report.problems
+    finally:
+        archive.close()
