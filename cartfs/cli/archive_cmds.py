@@ -225,6 +225,7 @@ def _chunk_size(text: str) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add create, info and fsck to the ``cartfs`` command (found by cli.main)."""
     p = add_command(sub, "create", help="create a new, empty archive",
                        description="Create a new, empty archive (refuses to overwrite).")
     p.add_argument("archive", metavar="ARCHIVE", help="the .cart file to create")

@@ -76,6 +76,7 @@ class IntermixedParser(argparse.ArgumentParser):
     def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
                          namespace: argparse.Namespace | None = None
                          ) -> tuple[argparse.Namespace, list[str]]:
+        """Parse with options and positionals in any order."""
         if self._inner:  # parse_known_intermixed_args calls back in here
             return super().parse_known_args(args, namespace)
         self._inner = True
@@ -294,6 +295,7 @@ class Progress:
         self._drawn = False
 
     def update(self, done: int, total: int | None = None) -> None:
+        """Set progress (and the total, once known); redraws at most 10 times a second."""
         self.done = done
         if total is not None:
             self.total = max(total, 1)
@@ -303,6 +305,7 @@ class Progress:
             self._draw(now)
 
     def advance(self, n: int) -> None:
+        """Add ``n`` units done."""
         self.update(self.done + n)
 
     def note(self, text: str) -> None:
@@ -328,6 +331,7 @@ class Progress:
         self._drawn = True
 
     def close(self) -> None:
+        """Draw the final state and end the line, so later output starts clean."""
         if self.enabled:
             self._draw(time.monotonic())
             self.stream.write("\n")
@@ -342,6 +346,7 @@ class Progress:
 
 
 def setup_logging(verbosity: int) -> None:
+    """-v: what cartfs does (info); -vv: how (debug). Quiet by default: warnings only."""
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 \
         else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")

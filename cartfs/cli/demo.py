@@ -122,6 +122,7 @@ archive. Try next:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add demo to the ``cartfs`` command (found by cli.main)."""
     p = add_command(sub, "demo", help="build demo.cart from real files and show it around",
                        description="Build demo.cart in DIR (default: here) from cartfs's "
                                    "own source and Python's json and email packages, list "

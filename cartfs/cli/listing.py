@@ -34,6 +34,7 @@ def user_name(uid: int) -> str:
 
 @cache
 def group_name(gid: int) -> str:
+    """The local name of ``gid`` (its number when this machine has no such group)."""
     try:
         return grp.getgrgid(gid).gr_name
     except KeyError:
@@ -63,6 +64,7 @@ def short_size(nbytes: int) -> str:
 
 
 def format_size(inode: Inode, human: bool) -> str:
+    """The size column: bytes, ``ls -h`` style, or major, minor for a device."""
     if stat.S_ISCHR(inode.mode) or stat.S_ISBLK(inode.mode):
         return f"{os.major(inode.rdev)}, {os.minor(inode.rdev)}"
     return short_size(inode.size) if human else str(inode.size)
@@ -78,6 +80,7 @@ class Row:
 
 
 def row_for(archive: Archive, name: str, inode: Inode) -> Row:
+    """A row, reading the link target of a symlink (shown as ``-> target``)."""
     target = os.fsdecode(archive.readlink(inode.ino)) if inode.is_symlink else None
     return Row(name, inode, target)
 
@@ -99,6 +102,7 @@ def long_lines(rows: list[Row], *, human: bool = False) -> list[str]:
 
 
 def short_lines(rows: list[Row]) -> list[str]:
+    """Plain ``ls``: one name a line (as ls prints into a pipe)."""
     return [row.name for row in rows]
 
 
@@ -109,6 +113,7 @@ def directory_rows(archive: Archive, path: str) -> list[Row]:
 
 
 def join(parent: str, name: str) -> str:
+    """An archive path below ``parent`` (``/`` + ``a`` is ``/a``, not ``//a``)."""
     return parent.rstrip("/") + "/" + name
 
 

@@ -96,6 +96,7 @@ def may_chown() -> bool:
 
 
 def remove_quietly(path: bytes) -> None:
+    """Clean up a temporary file; failing to is worth a warning, not the command."""
     try:
         os.unlink(path)
     except FileNotFoundError:

@@ -175,6 +175,7 @@ def _archive_sources(archive: Archive, paths: list[str]) -> tuple[list[tuple[byt
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add put and get to the ``cartfs`` command (found by cli.main)."""
     p = add_command(sub, "put", help="copy local files and trees into the archive (like cp -a)",
         description="Copy LOCAL files and directories into the archive at DEST, like cp -a. "
                     "If DEST is an existing directory, each LOCAL goes inside it. An "

@@ -148,6 +148,7 @@ def _mode(text: str) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ls, cat, mkdir, rm and mv to the ``cartfs`` command (found by cli.main)."""
     p = add_command(sub, "ls", add_help=False, help="list a directory inside the archive",
                        description="List PATHs inside the archive (default /), like ls -A.")
     p.add_argument("--help", action="help", help="show this help message and exit")
