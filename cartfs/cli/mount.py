@@ -36,6 +36,8 @@ mount options (-o, comma-separated; also usable in /etc/fstab):
   compress=CODEC     codec for new files: lz4, zstd or none (default: the archive's)
   key_file=FILE      passphrase file of an encrypted archive
   nonempty           allow mounting over a non-empty directory
+  xattr=0            no extended attributes: small writes ~3x faster (the kernel
+                     otherwise asks for security.capability before every write)
   attr_timeout=S, entry_timeout=S, negative_timeout=S, writeback=0|1, threads=0|1,
   read_ahead_kb=N    kernel cache tuning (defaults are the measured best)
   nosuid, nodev, noexec, noatime, auto_unmount ...   passed to the kernel
