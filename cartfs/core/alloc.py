@@ -84,6 +84,7 @@ class Allocator:
         self._groups_with_space: SortedList = SortedList()  # starts
         self._pending: dict[int, list[tuple[int, int]]] = {}  # txid -> [(start, n)]
         self._dead: dict[int, int] = {}  # start -> n: runs a snapshot may still reach
+        self._owned: dict[int, int] = {}  # start -> n: old runs only the live tree reaches
         self._holds: dict[int, int] = {}  # txid -> number of readers holding pages of it
         self.snapshot_horizon = 0  # newest snapshot txid: births <= this may be shared
         self.prefer_low = False  # vacuum: first fit by address, so the file can shrink
@@ -237,7 +238,9 @@ class Allocator:
         ``shared`` says a snapshot could reach the run (catalog pages and file data); the
         allocator state and the system tree are never part of a snapshot.
         """
-        if shared and birth <= self.snapshot_horizon:
+        if start in self._owned:
+            del self._owned[start]
+        elif shared and birth <= self.snapshot_horizon:
             self._dead.setdefault(start, n)
             return
         self._pending.setdefault(txid, []).append((start, n))
@@ -314,6 +317,15 @@ class Allocator:
 
     def is_dead(self, start: int) -> bool:
         return start in self._dead
+
+    def set_live_owned(self, runs: dict[int, int]) -> None:
+        """Runs born no later than the horizon that only the live tree reaches (it went
+        back to an older snapshot that was then deleted). The birth rule would park them on
+        the dead list when freed; they go straight to pending instead."""
+        self._owned = dict(runs)
+
+    def live_owned_entries(self) -> list[tuple[int, int]]:
+        return list(self._owned.items())
 
     # ---- queries ----------------------------------------------------------------------------
 
@@ -422,6 +434,8 @@ class Allocator:
             _put(out, start - last)
             _put(out, self._dead[start])
             last = start
+        if self._owned:  # optional trailing section (absent in most archives)
+            _put_runs(out, sorted(self._owned.items()))
         return bytes(out)
 
     @classmethod
@@ -449,6 +463,8 @@ class Allocator:
                 start = last + reader.get()
                 alloc._dead[start] = reader.get()
                 last = start
+            if not reader.done():
+                alloc._owned = dict(reader.runs())
         except (IndexError, ValueError, KeyError) as exc:
             raise CorruptArchive(f"allocator state does not decode: {exc}",
                                  kind="allocator") from exc

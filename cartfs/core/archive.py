@@ -111,6 +111,31 @@ def _locked(method: Callable[Concatenate[Archive, P], R]) -> Callable[Concatenat
     return cast("Callable[Concatenate[Archive, P], R]", wrapper)
 
 
+def _writing(method: Callable[Concatenate[Archive, P], R]) -> Callable[Concatenate[Archive, P], R]:
+    """Like _locked, for calls that change the archive. If one dies halfway — a bug, an
+    interrupt, a damaged page met in the middle of a change — the in-memory state may be half
+    changed, so the archive refuses to commit it (close() commits nothing after that); the
+    last commit stays intact on disk. Errors raised before anything changes (validation,
+    NoSpace from a reservation) leave the archive usable."""
+    @functools.wraps(method)
+    def wrapper(self: Archive, *args: P.args, **kwargs: P.kwargs) -> R:
+        with self._lock:
+            if self._closed:
+                raise ArchiveClosed("archive is closed")
+            self._check_writable()
+            try:
+                return method(self, *args, **kwargs)
+            except CorruptArchive as exc:
+                self._broken = self._broken or exc
+                raise
+            except CartError:
+                raise
+            except BaseException as exc:
+                self._broken = self._broken or exc
+                raise
+    return cast("Callable[Concatenate[Archive, P], R]", wrapper)
+
+
 def _name(name: Name) -> bytes:
     return os.fsencode(name)
 
@@ -358,8 +383,8 @@ class Archive(PathHelpers):
         return False
 
     def _has_changes(self) -> bool:
-        return (self._meta_dirty or self._catalog.is_dirty or self._system.is_dirty
-                or self._chunks.is_dirty())
+        return (self._meta_dirty or self._ns.dirty or self._catalog.is_dirty
+                or self._system.is_dirty or self._chunks.is_dirty())
 
     def _check_writable(self) -> None:
         if not self.writable:
@@ -373,10 +398,12 @@ class Archive(PathHelpers):
             return
         self._check_writable()
         txid = self._clock.txid
+        self._ns.flush()  # inode records into the tree, so the page estimate counts them
         self._alloc.reserve(self._chunks.pending_pages() + self._catalog.dirty_node_count()
                             + self._system.dirty_node_count() + 16)
         try:
             self._chunks.flush(self._codec_for, self._size_of)
+            self._ns.flush()
             catalog = self._catalog.write_out()
             system = self._system.write_out()
             allocator = self._write_allocator(txid)
@@ -444,7 +471,7 @@ class Archive(PathHelpers):
     def getattr(self, ino: int) -> Inode:
         return self._ns.get(ino)
 
-    @_locked
+    @_writing
     def setattr(self, ino: int, *, mode: int | None = None, uid: int | None = None,
                 gid: int | None = None, size: int | None = None, atime_ns: int | None = None,
                 mtime_ns: int | None = None, ctime_ns: int | None = None) -> Inode:
@@ -466,18 +493,18 @@ class Archive(PathHelpers):
         self._after_change()
         return inode
 
-    @_locked
+    @_writing
     def mkdir(self, parent: int, name: Name, mode: int = 0o755, uid: int | None = None,
               gid: int | None = None) -> Inode:
         return self._make(parent, name, 0o040000 | (mode & 0o7777), uid, gid)
 
-    @_locked
+    @_writing
     def create_file(self, parent: int, name: Name, mode: int = 0o644, uid: int | None = None,
                     gid: int | None = None) -> Inode:
         """Create an empty regular file (AlreadyExists if the name is taken)."""
         return self._make(parent, name, 0o100000 | (mode & 0o7777), uid, gid)
 
-    @_locked
+    @_writing
     def create_unlinked(self, mode: int = 0o644, uid: int | None = None,
                         gid: int | None = None) -> Inode:
         """A regular file with no name yet (like O_TMPFILE), pinned once: fill it, then
@@ -493,7 +520,7 @@ class Archive(PathHelpers):
         self._after_change()
         return inode
 
-    @_locked
+    @_writing
     def mknod(self, parent: int, name: Name, mode: int, rdev: int = 0,
               uid: int | None = None, gid: int | None = None) -> Inode:
         """Any file type by its mode bits: regular, FIFO, socket, character/block device."""
@@ -503,7 +530,7 @@ class Archive(PathHelpers):
                 raise InvalidArgument("use mkdir/symlink for directories and links")
         return self._make(parent, name, mode, uid, gid, rdev)
 
-    @_locked
+    @_writing
     def symlink(self, parent: int, name: Name, target: Name, uid: int | None = None,
                 gid: int | None = None) -> Inode:
         self._check_writable()
@@ -517,7 +544,7 @@ class Archive(PathHelpers):
     def readlink(self, ino: int) -> bytes:
         return self._ns.readlink(ino)
 
-    @_locked
+    @_writing
     def link(self, ino: int, new_parent: int, new_name: Name, *, replace: bool = False
              ) -> Inode:
         """A new name for ``ino``. ``replace=True`` atomically replaces an existing
@@ -535,21 +562,21 @@ class Archive(PathHelpers):
         self._after_change()
         return inode
 
-    @_locked
+    @_writing
     def unlink(self, parent: int, name: Name) -> None:
         self._check_writable()
         inode = self._ns.unlink(parent, _name(name))
         self._drop_if_unused(inode)
         self._after_change()
 
-    @_locked
+    @_writing
     def rmdir(self, parent: int, name: Name) -> None:
         self._check_writable()
         inode = self._ns.rmdir(parent, _name(name))
         self._drop_if_unused(inode)
         self._after_change()
 
-    @_locked
+    @_writing
     def rename(self, old_parent: int, old_name: Name, new_parent: int, new_name: Name,
                flags: int = 0) -> None:
         """rename(2) with RENAME_NOREPLACE (1) and RENAME_EXCHANGE (2)."""
@@ -597,7 +624,7 @@ class Archive(PathHelpers):
             raise InvalidArgument("negative offset or size")
         return self._chunks.read(ino, inode.size, offset, size)
 
-    @_locked
+    @_writing
     def write(self, ino: int, offset: int, data: bytes | bytearray | memoryview) -> int:
         """Write ``data`` at ``offset`` (extending the file, zero-filling any gap)."""
         self._check_writable()
@@ -632,7 +659,7 @@ class Archive(PathHelpers):
         now = time.time_ns()
         self._ns.put(inode.with_(size=size, mtime_ns=now, ctime_ns=now))
 
-    @_locked
+    @_writing
     def truncate(self, ino: int, size: int) -> Inode:
         self._check_writable()
         self._truncate(ino, size)
@@ -652,20 +679,20 @@ class Archive(PathHelpers):
     def listxattr(self, ino: int) -> list[bytes]:
         return self._ns.listxattr(ino)
 
-    @_locked
+    @_writing
     def setxattr(self, ino: int, name: Name, value: bytes, flags: int = 0) -> None:
         """flags: XATTR_CREATE (1) fails if present, XATTR_REPLACE (2) if absent."""
         self._check_writable()
         self._ns.setxattr(ino, _name(name), bytes(value), flags)
         self._after_change()
 
-    @_locked
+    @_writing
     def removexattr(self, ino: int, name: Name) -> None:
         self._check_writable()
         self._ns.removexattr(ino, _name(name))
         self._after_change()
 
-    @_locked
+    @_writing
     def set_codec(self, ino: int, codec: str | None) -> Inode:
         """Per-file compression override (None = archive default); applies to new writes."""
         self._check_writable()
@@ -704,7 +731,7 @@ class Archive(PathHelpers):
         data: dict[str, Any] = json.loads(raw) if raw else {}
         return data
 
-    @_locked
+    @_writing
     def set_manifest(self, *, slug: str | None = None, title: str | None = None,
                      description: str | None = None, author: str | None = None) -> None:
         """Change the manifest fields given (None leaves a field alone)."""
@@ -732,7 +759,7 @@ class Archive(PathHelpers):
         self._ns.forget_cache()
         self._meta_dirty = True
 
-    @_locked
+    @_writing
     def change_passphrase(self, new_passphrase: str | bytes,
                           kdf: KdfParams | None = None) -> None:
         """Re-wrap the data key under a new passphrase; only the superblocks change (both
@@ -763,7 +790,7 @@ class Archive(PathHelpers):
 
     # ---- snapshots --------------------------------------------------------------------------
 
-    @_locked
+    @_writing
     def create_snapshot(self, name: str) -> SnapshotInfo:
         """Pin the current state (committed first) as a read-only snapshot; O(1)."""
         self._check_writable()
@@ -778,13 +805,13 @@ class Archive(PathHelpers):
             return found
         return [replace(s, exclusive_bytes=snapshots.snapshot_usage(self, s)) for s in found]
 
-    @_locked
+    @_writing
     def delete_snapshot(self, name: str) -> None:
         """Forget a snapshot and free the pages only it held."""
         self._check_writable()
         snapshots.delete_snapshot(self, name)
 
-    @_locked
+    @_writing
     def restore_snapshot(self, name: str) -> None:
         """Make a snapshot's tree the live tree (all snapshots stay). Refused while files
         are open, since their handles would point into the tree being replaced."""
@@ -799,7 +826,7 @@ class Archive(PathHelpers):
         """A read-only view of a snapshot, with the read half of this API."""
         return SnapshotView(self, snapshots.get_snapshot(self, name))
 
-    @_locked
+    @_writing
     def vacuum(self, progress: Callable[[int, int], None] | None = None) -> VacuumResult:
         """Move live pages down and shrink the file; crash-safe at every step, and fine
         while files are open (inode numbers and contents do not change)."""

@@ -307,6 +307,10 @@ class Checker:
                                     "allocator")
                 owner[page] = (FREE, start)
                 self.report.free_pages += 1
+        for start, _n in alloc.live_owned_entries():
+            if start not in owner:
+                self.report.add("page is recorded as the live tree's but nothing reaches it",
+                                start, "allocator")
         for start, n in alloc.dead_entries():
             for page in range(start, start + n):
                 if page not in owner:

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from .errors import CorruptArchive, WrongPassphrase
+from .errors import CorruptArchive, InvalidArgument, WrongPassphrase
 from .format import KeyHeader
 
 KDF_SCRYPT = 1
@@ -46,8 +46,34 @@ def _as_bytes(passphrase: str | bytes) -> bytes:
     return passphrase.encode() if isinstance(passphrase, str) else passphrase
 
 
+# Bounds on the stored cost. The superblock cannot be authenticated before the key is derived,
+# so a tampered header must not make the KDF fail outside our errors, exhaust memory or spin.
+MAX_KDF_MEMORY_KIB = 4 * 1024 * 1024  # 4 GiB, far above any sane cost
+MAX_KDF_PASSES = 64  # Argon2id iterations, scrypt p
+MAX_KDF_LANES = 64
+
+
+def kdf_problem(header: KeyHeader) -> str | None:
+    """Why the header's KDF parameters cannot be right (corrupt or tampered), or None."""
+    if header.kdf == KDF_ARGON2ID:
+        fine = (1 <= header.lanes <= MAX_KDF_LANES and 1 <= header.iterations <= MAX_KDF_PASSES
+                and 8 * header.lanes <= header.memory_kib <= MAX_KDF_MEMORY_KIB)
+        return None if fine else (f"Argon2id parameters out of range ({header.memory_kib} "
+                                  f"KiB, {header.iterations} passes, {header.lanes} lanes)")
+    if header.kdf == KDF_SCRYPT:
+        fine = (1 <= header.log2_n <= 32 and 1 <= header.r <= 64
+                and 1 <= header.p <= MAX_KDF_PASSES
+                and 128 * header.r * (1 << header.log2_n) <= MAX_KDF_MEMORY_KIB * 1024)
+        return None if fine else (f"scrypt parameters out of range (N=2**{header.log2_n}, "
+                                  f"r={header.r}, p={header.p})")
+    return None
+
+
 def derive(header: KeyHeader, passphrase: str | bytes) -> bytes:
     """The key-encryption key for ``passphrase`` under the header's KDF parameters."""
+    problem = kdf_problem(header)
+    if problem is not None:
+        raise CorruptArchive(problem, kind="superblock")
     secret = _as_bytes(passphrase)
     if header.kdf == KDF_ARGON2ID:
         return bytes(Argon2id(salt=header.salt, length=32, iterations=header.iterations,
@@ -77,6 +103,9 @@ def wrap(data_key: bytes, passphrase: str | bytes, uuid: bytes,
         memory_kib=params.memory_kib, iterations=params.iterations, lanes=params.lanes,
         salt=os.urandom(16), wrap_nonce=os.urandom(12),
     )
+    problem = kdf_problem(header) if header.kdf in (KDF_ARGON2ID, KDF_SCRYPT) else "unknown KDF"
+    if problem is not None:
+        raise InvalidArgument(f"key derivation: {problem}")
     kek = derive(header, passphrase)
     wrapped = AESGCM(kek).encrypt(header.wrap_nonce, data_key, _wrap_ad(uuid))
     return KeyHeader(header.kdf, header.log2_n, header.r, header.p, header.memory_kib,

@@ -15,7 +15,7 @@ from .catalog import REC_CHUNK, REC_XATTR, decode_xattr
 from .format import BlobRef, TreeRef, decode_chunk_ptr
 from .pager import Pager
 
-Run = tuple[int, int]  # (first page, number of pages)
+Run = tuple[int, int, int]  # (first page, number of pages, birth txid)
 
 
 def catalog_tree(pager: Pager, clock: TxnClock, root: TreeRef) -> BTree:
@@ -34,7 +34,7 @@ def runs_of(tree: BTree, seen_nodes: set[int]) -> Iterator[Run]:
         return True
 
     for visit in tree.walk(descend):
-        yield visit.ref.page, 1
+        yield visit.ref.page, 1, visit.ref.birth
         if not visit.node.is_leaf:
             continue
         for key, value in zip(visit.node.keys, visit.node.vals, strict=True):
@@ -42,11 +42,11 @@ def runs_of(tree: BTree, seen_nodes: set[int]) -> Iterator[Run]:
             if rec == REC_CHUNK:
                 ptr = decode_chunk_ptr(value)
                 if ptr.inline_data is None:
-                    yield ptr.page, ptr.npages
+                    yield ptr.page, ptr.npages, ptr.birth
             elif rec == REC_XATTR:
                 stored = decode_xattr(value)
                 if isinstance(stored, BlobRef):
-                    yield stored.page, stored.npages
+                    yield stored.page, stored.npages, stored.birth
 
 
 def reachable_starts(pager: Pager, clock: TxnClock, roots: list[TreeRef]) -> set[int]:
@@ -55,8 +55,8 @@ def reachable_starts(pager: Pager, clock: TxnClock, roots: list[TreeRef]) -> set
     starts: set[int] = set()
     for root in roots:
         if not root.empty:
-            starts.update(start for start, _ in runs_of(catalog_tree(pager, clock, root),
-                                                        seen_nodes))
+            starts.update(start for start, _, _ in runs_of(catalog_tree(pager, clock, root),
+                                                           seen_nodes))
     return starts
 
 
@@ -67,7 +67,7 @@ def exclusive_pages(pager: Pager, clock: TxnClock, root: TreeRef,
     seen_nodes: set[int] = set()
     total = 0
     if not root.empty:
-        for start, n in runs_of(catalog_tree(pager, clock, root), seen_nodes):
+        for start, n, _ in runs_of(catalog_tree(pager, clock, root), seen_nodes):
             if start not in shared:
                 total += n
     return total

@@ -103,6 +103,7 @@ def create_snapshot(archive: Archive, name: str) -> SnapshotInfo:
     archive._system.put(SNAP_PREFIX + raw, _RECORD.pack(
         info.id, info.txid, info.root.page, info.root.birth, info.created_ns, info.next_ino))
     archive._alloc.snapshot_horizon = max(archive._alloc.snapshot_horizon, sb.txid)
+    archive._alloc.set_live_owned({})  # the new snapshot reaches all of the live tree
     archive._commit()
     return info
 
@@ -143,7 +144,8 @@ def _sweep_dead(archive: Archive) -> None:
     alloc.snapshot_horizon = horizon(remaining)
     pager, clock = archive._pager, archive._clock
     held = reachable_starts(pager, clock, [s.root for s in remaining])
-    live = reachable_starts(pager, clock, [archive.superblock.catalog])
+    live_runs = list(runs_of(catalog_tree(pager, clock, archive.superblock.catalog), set()))
+    live = {start for start, _, _ in live_runs}
     doomed: list[int] = []
     adopted: list[int] = []
     for start, _n in alloc.dead_entries():
@@ -152,6 +154,10 @@ def _sweep_dead(archive: Archive) -> None:
         (adopted if start in live else doomed).append(start)
     alloc.release_dead(doomed, archive._clock.txid)
     alloc.forget_dead(adopted)
+    # Old pages that only the live tree reaches (after a restore) must not be parked on
+    # the dead list when the live tree frees them: remember them.
+    alloc.set_live_owned({start: n for start, n, birth in live_runs
+                          if start not in held and birth <= alloc.snapshot_horizon})
 
 
 def restore_snapshot(archive: Archive, name: str) -> None:
@@ -162,12 +168,13 @@ def restore_snapshot(archive: Archive, name: str) -> None:
     pager, clock, alloc = archive._pager, archive._clock, archive._alloc
     held = reachable_starts(pager, clock, [s.root for s in list_snapshots(archive)])
     txid = clock.txid
-    for start, n in runs_of(catalog_tree(pager, clock, old_root), set()):
+    for start, n, _ in runs_of(catalog_tree(pager, clock, old_root), set()):
         if start in held:
             alloc.keep_dead(start, n)
         elif alloc.is_dead(start):
             alloc.release_dead([start], txid)
         else:
             alloc.free(start, n, 0, txid, shared=False)
+    alloc.set_live_owned({})  # the snapshot reaches all of its own tree
     archive._replace_catalog_root(info.root)
     archive._commit()

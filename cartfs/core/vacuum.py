@@ -92,6 +92,8 @@ def _release(archive: Archive, mover: Relocator) -> int:
     alloc.forget_dead(list(dead))
     for start, n in dead.items():
         alloc.keep_dead(mover.moved_start(start), n)
+    alloc.set_live_owned({mover.moved_start(start): n
+                          for start, n in alloc.live_owned_entries()})
     moved = 0
     for start, n in mover.replaced:
         alloc.free(start, n, 0, txid, shared=False)
