@@ -318,8 +318,9 @@ def test_allocator_pending_runs_decode_as_free() -> None:
     assert alloc.encode() == h("64 00 01 42 22 00 00 00")
 
 
-@pytest.mark.parametrize("data", [b"", h("0a"), h("0a 00 01 02"), h("0a 00 01 02 08 00 00 00 00"),
-                                  h("ff" * 12), h("0a 00 01 02 08 01 02 80")])
+@pytest.mark.parametrize("data", [b"", h("0a"), h("0a 00 01 02"), h("0a 00 01 02 08 00 00 00 01"),
+                                  h("ff" * 12), h("0a 00 01 02 08 01 02 80"),
+                                  h("0a 00 01 02 09 00 00 00"), h("0a 00 01 01 08 00 00 00")])
 def test_allocator_state_damage(data: bytes) -> None:
     with pytest.raises(CorruptArchive):
         Allocator.decode(data)
