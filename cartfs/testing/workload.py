@@ -30,6 +30,20 @@ def regular_files(archive: Archive) -> list[str]:
     return sorted(found)
 
 
+def unnamed_file(archive: Archive, rng: random.Random) -> str:
+    """create_unlinked + write, then publish it under a name (link with replace) or leave
+    it open and unnamed — an orphan the next writable open must reclaim after a crash."""
+    inode = archive.create_unlinked()
+    archive.write(inode.ino, 0, rng.randbytes(rng.choice(SIZES)))
+    if rng.random() < 0.5:
+        name = f"/d{rng.randrange(3)}"
+        parent = archive.make_dir(name, exist_ok=True)
+        archive.link(inode.ino, parent.ino, f"p{rng.randrange(4)}", replace=True)
+        archive.unpin(inode.ino)
+        return f"publish {name}"
+    return "unnamed file left open"
+
+
 def random_change(archive: Archive, rng: random.Random) -> str:
     """Apply one random change; returns a short description (for failure messages)."""
     files = regular_files(archive)
@@ -59,8 +73,10 @@ def random_change(archive: Archive, rng: random.Random) -> str:
             archive.setxattr(ino, f"user.k{rng.randrange(3)}",
                              rng.randbytes(rng.choice((5, 900, 5000))))
             return f"setxattr {path}"
-        target = f"/d{rng.randrange(3)}/h{rng.randrange(5)}"
-        archive.make_hardlink(path, target)
-        return f"link {path} {target}"
+        if roll < 0.95:
+            target = f"/d{rng.randrange(3)}/h{rng.randrange(5)}"
+            archive.make_hardlink(path, target)
+            return f"link {path} {target}"
+        return unnamed_file(archive, rng)
     except (AlreadyExists, NotFound):
         return "collision (nothing changed)"

@@ -20,6 +20,7 @@ from cartfs.core.archive import Archive, OpenOptions
 from cartfs.core.device import MemoryDevice
 from cartfs.core.errors import CartError
 from cartfs.core.fsck import fsck
+from cartfs.core.keys import KdfParams
 from cartfs.testing.faults import FaultyDevice, PowerLoss
 from cartfs.testing.tree import EntryState, diff_states, tree_state
 from cartfs.testing.workload import random_change
@@ -40,6 +41,11 @@ class Trial:
     failed_in_sync: bool = False
 
 
+def passphrase_for(seed: int) -> str | None:
+    """Every third trial runs on an encrypted archive (sealed pages tear differently)."""
+    return "power" if seed % 3 == 0 else None
+
+
 def run_workload(device: FaultyDevice, seed: int, options: OpenOptions, steps: int) -> Trial:
     """Create an archive on ``device`` and change it; stops quietly at PowerLoss."""
     rng = random.Random(seed)
@@ -47,7 +53,8 @@ def run_workload(device: FaultyDevice, seed: int, options: OpenOptions, steps: i
     trial = Trial(in_flight=[{"/": EntryState("dir", 0o755, 2, 0)}])
     try:
         archive = Archive.create_on(device, chunk_size=4096, options=options,
-                                    compression=rng.choice(["lz4", "none", "zstd"]))
+                                    compression=rng.choice(["lz4", "none", "zstd"]),
+                                    passphrase=passphrase_for(seed), kdf=KdfParams.cheap())
         trial.durable, trial.in_flight = tree_state(archive), []
         for _ in range(steps):
             random_change(archive, rng)
@@ -62,26 +69,27 @@ def run_workload(device: FaultyDevice, seed: int, options: OpenOptions, steps: i
                 trial.durable, trial.in_flight = current, []
         trial.in_flight.append(tree_state(archive))
         archive.close()
-        trial.durable, trial.in_flight = tree_state_of(device), []
+        trial.durable, trial.in_flight = tree_state_of(device, passphrase_for(seed)), []
     except PowerLoss:
         pass
     trial.ops = device.statistics().ops
     return trial
 
 
-def tree_state_of(device: FaultyDevice) -> State:
-    archive = Archive.open_on(MemoryDevice(device.current_image()), readonly=True)
+def tree_state_of(device: FaultyDevice, passphrase: str | None) -> State:
+    archive = Archive.open_on(MemoryDevice(device.current_image()), readonly=True,
+                              passphrase=passphrase)
     try:
         return tree_state(archive)
     finally:
         archive.close()
 
 
-def check_recovery(image: bytes, trial: Trial, label: str) -> None:
+def check_recovery(image: bytes, trial: Trial, label: str, passphrase: str | None) -> None:
     """The image opens, is whole, holds an allowed state, and accepts new commits."""
     device = MemoryDevice(image)
     try:
-        archive = Archive.open_on(device)
+        archive = Archive.open_on(device, passphrase=passphrase)
     except CartError as exc:
         if trial.durable is None:
             return  # the power failed before the archive was ever created: nothing promised
@@ -96,7 +104,7 @@ def check_recovery(image: bytes, trial: Trial, label: str) -> None:
                                                                              found)))
     archive.write_file("/after/crash", b"new life" * 1000, parents=True)
     archive.close()
-    again = Archive.open_on(device)
+    again = Archive.open_on(device, passphrase=passphrase)
     assert again.read_file("/after/crash") == b"new life" * 1000
     report = fsck(again)
     assert report.ok, f"{label}: fsck after writing to the recovered archive: {report.problems}"
@@ -115,9 +123,11 @@ def power_loss_trials(seeds: range, options: OpenOptions, steps: int) -> int:
         in_commit += trial.failed_in_sync
         for variant in range(3):
             image = device.crash_image(rng)
-            check_recovery(image, trial, f"seed {seed} variant {variant}")
-        check_recovery(device.durable_image(), trial, f"seed {seed} durable only")
-        check_recovery(device.current_image(), trial, f"seed {seed} all writes landed")
+            check_recovery(image, trial, f"seed {seed} variant {variant}", passphrase_for(seed))
+        check_recovery(device.durable_image(), trial, f"seed {seed} durable only",
+                       passphrase_for(seed))
+        check_recovery(device.current_image(), trial, f"seed {seed} all writes landed",
+                       passphrase_for(seed))
     return in_commit
 
 
