@@ -588,13 +588,15 @@ class ArchiveMachine(RuleBasedStateMachine):
                 inode = self.a.create_file(ino, free[0])
                 self.model.add(ino, free[0], inode.ino, MInode("file", 0o644))
         cookie = first[-1].cookie if first else 0
-        while True:
+        expected = list(self.model.nodes[ino].entries.items())
+        for _ in range(len(expected) + 2):  # bounded: a cookie bug must not loop forever
             more = self.a.readdir(ino, cookie, page)
             if not more:
                 break
             listed += [(e.name, e.ino) for e in more]
+            assert more[-1].cookie > cookie, "readdir cookies must increase"
             cookie = more[-1].cookie
-        assert listed == list(self.model.nodes[ino].entries.items())
+        assert listed == expected
 
     # ---- durability -------------------------------------------------------------------------
 
