@@ -196,12 +196,15 @@ class ArchiveMachine(RuleBasedStateMachine):
         self.clock = 10**18  # utimens values: distinct, far from "now"
 
     @initialize(compression=st.sampled_from(["lz4", "zstd", "none"]), encrypted=st.booleans(),
-                eager=st.booleans())
-    def create(self, compression: str, encrypted: bool, eager: bool) -> None:
+                eager=st.booleans(), chunk_size=st.sampled_from([CHUNK, CHUNK, 4 * CHUNK]))
+    def create(self, compression: str, encrypted: bool, eager: bool, chunk_size: int) -> None:
+        """4 KiB chunks exercise multi-chunk paths cheaply; 16 KiB ones let compression
+        save pages (and so take the compressed-extent paths)."""
         self.passphrase = PASSPHRASE if encrypted else None
         self.options = (OpenOptions(flush_bytes=6000, commit_bytes=20000, commit_interval=1e9)
                         if eager else OpenOptions(commit_interval=1e9))
-        self.archive = Archive.create_on(self.device, chunk_size=CHUNK, compression=compression,
+        self.archive = Archive.create_on(self.device, chunk_size=chunk_size,
+                                         compression=compression,
                                          passphrase=self.passphrase, kdf=KdfParams.cheap(),
                                          options=self.options)
         self.model.nodes[ROOT].mode = stat.S_IMODE(self.archive.getattr(ROOT).mode)
