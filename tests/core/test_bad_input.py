@@ -481,3 +481,46 @@ def test_fuzz_allocator_state(edits: list[tuple[int, int]]) -> None:
         assert report.ok, report.problems
     finally:
         archive.close()
+
+
+# ---- the command line: info and fsck on bad input --------------------------------------------
+
+
+def damaged_samples() -> dict[str, bytes]:
+    """A few damaged archives: a node page, a data extent and the allocator state hit."""
+    image = sample_image()
+    owners = used_pages(image)
+    out = {}
+    for kind in ("B-tree node", "file data", "allocator state"):
+        page = min(p for p, o in owners.items() if o == kind)
+        damaged = bytearray(image)
+        damaged[page * PAGE_SIZE + (40 if kind == "B-tree node" else 0)] ^= 0x21
+        out[f"damaged {kind}"] = bytes(damaged)
+    out["truncated"] = image[:len(image) // 2]
+    return out
+
+
+@pytest.mark.parametrize("command", ["info", "fsck"])
+def test_cli_reports_bad_input_in_one_line(command: str, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """`cartfs info` / `cartfs fsck` on foreign or damaged files: a non-zero exit and a
+    one-line error (fsck: its report naming the page), never a traceback. (info reads only
+    metadata, so it may describe an archive whose file data is damaged.)"""
+    from cartfs.cli.main import main  # noqa: PLC0415 - only this test depends on the CLI
+
+    cases = {**FOREIGN, **damaged_samples()}
+    for name, data in cases.items():
+        path = tmp_path / f"{name.replace(' ', '-')}.cart"
+        path.write_bytes(data)
+        with time_limit(20):
+            code = main([command, str(path)])
+        out, err = capsys.readouterr()
+        assert "Traceback" not in out + err
+        if code == 0 and command == "info" and name.startswith("damaged"):
+            continue  # info reads metadata only; damage elsewhere is fsck's to find
+        assert code != 0, f"{command} {name}: exit 0 on bad input\n{out}"
+        if command == "fsck" and "PROBLEM" in out:
+            assert "page" in out, f"fsck {name}: the report names no page\n{out}"
+        else:
+            assert err.startswith("cartfs:") and err.count("\n") == 1, (
+                f"{command} {name}: {err!r}")
