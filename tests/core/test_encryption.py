@@ -20,7 +20,7 @@ import hmac
 import os
 import random
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -675,6 +675,39 @@ def test_downgrade_to_unencrypted_reveals_nothing() -> None:
     with pytest.raises(CorruptArchive), Archive.open_on(MemoryDevice(bytes(image)),
                                                         readonly=True) as archive:
         tree_state(archive)
+
+
+@pytest.mark.parametrize("header", [
+    {"kdf": KDF_ARGON2ID, "memory_kib": 0},
+    {"kdf": KDF_ARGON2ID, "iterations": 0},
+    {"kdf": KDF_ARGON2ID, "iterations": 0xFFFFFFFF},  # would spin for ages
+    {"kdf": KDF_ARGON2ID, "lanes": 0},
+    {"kdf": KDF_ARGON2ID, "memory_kib": 0xFFFFFFFF},  # 4 TiB
+    {"kdf": KDF_SCRYPT, "log2_n": 0, "r": 8, "p": 1},
+    {"kdf": KDF_SCRYPT, "log2_n": 200, "r": 8, "p": 1},
+    {"kdf": KDF_SCRYPT, "log2_n": 40, "r": 8, "p": 1},
+    {"kdf": KDF_SCRYPT, "log2_n": 10, "r": 0, "p": 1},
+    {"kdf": 0},
+    {"kdf": 99},
+])
+def test_tampered_kdf_parameters_are_a_clear_error(header: dict[str, int]) -> None:
+    """Regression: the KDF runs before the superblock can be authenticated, and absurd
+    stored parameters (CRC fixed) escaped as ValueError / OverflowError / MemoryError — or
+    would have run for hours. They are refused as a corrupt superblock, before any KDF."""
+    device = _built()
+    image = bytearray(device.data)
+    slot, sb = _newest_slot(image)
+    tampered = replace(sb.key_header, **header)
+    _rewrite_superblock(image, slot, sb.with_(key_header=tampered))
+    with pytest.raises(CorruptArchive, match="superblock"):
+        open_image(image)
+
+
+def test_absurd_kdf_cost_is_refused_at_creation() -> None:
+    for params in (KdfParams(iterations=0), KdfParams(kdf=KDF_SCRYPT, log2_n=40),
+                   KdfParams(kdf=7)):
+        with pytest.raises(InvalidArgument, match="key derivation"):
+            Archive.create_on(MemoryDevice(), passphrase=PASS, kdf=params)
 
 
 def test_older_superblock_slot_forged_newer_is_refused() -> None:
