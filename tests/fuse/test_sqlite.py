@@ -81,18 +81,16 @@ def test_sqlite_two_writers(mounts: Mounts, journal: str) -> None:
     db = mnt / "shared.db"
     sql(db, f"PRAGMA journal_mode = {journal};\n"
             "CREATE TABLE s(id INTEGER PRIMARY KEY, v TEXT);")
-    procs = [subprocess.Popen(["sqlite3", "-bail", str(db)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
     each = SMALL[journal] // 4
-    for proc in procs:
-        assert proc.stdin is not None
-        proc.stdin.write(_small_txns(each))
-        proc.stdin.close()
-    outputs = [(p.stdout.read() if p.stdout else "", p.stderr.read() if p.stderr else "")
-               for p in procs]
-    for proc in procs:
-        proc.wait(timeout=120)
+    script = mounts.tmp / "writer.sql"
+    script.write_text(_small_txns(each))
+    procs = []
+    for _ in range(2):
+        with open(script) as stdin:  # both start before either finishes
+            procs.append(subprocess.Popen(["sqlite3", "-bail", str(db)], stdin=stdin,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          text=True))
+    outputs = [p.communicate(timeout=120) for p in procs]
     for proc, (_, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err
     assert sql(db, "SELECT count(*) FROM s;") == str(2 * each)
