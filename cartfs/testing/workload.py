@@ -44,8 +44,12 @@ def unnamed_file(archive: Archive, rng: random.Random) -> str:
     return "unnamed file left open"
 
 
-def random_change(archive: Archive, rng: random.Random) -> str:
-    """Apply one random change; returns a short description (for failure messages)."""
+def random_change(archive: Archive, rng: random.Random, *, unnamed: bool = False) -> str:
+    """Apply one random change; returns a short description (for failure messages).
+
+    ``unnamed=True`` also creates files with create_unlinked, some left open (orphans in the
+    next commit, reclaimed — with a commit — by the next writable open). It is off by
+    default so that an archive written by the workload opens without committing."""
     files = regular_files(archive)
     roll = rng.random()
     try:
@@ -73,7 +77,7 @@ def random_change(archive: Archive, rng: random.Random) -> str:
             archive.setxattr(ino, f"user.k{rng.randrange(3)}",
                              rng.randbytes(rng.choice((5, 900, 5000))))
             return f"setxattr {path}"
-        if roll < 0.95:
+        if roll < 0.95 or not unnamed:
             target = f"/d{rng.randrange(3)}/h{rng.randrange(5)}"
             archive.make_hardlink(path, target)
             return f"link {path} {target}"

@@ -39,7 +39,7 @@ def child_main(path: str, seed: int, out: int) -> None:
     os.write(out, b"ready\n")
     while True:
         for _ in range(rng.randint(1, 3)):
-            random_change(archive, rng)
+            random_change(archive, rng, unnamed=True)
         digest = state_digest(tree_state(archive))
         os.write(out, f"intent {digest}\n".encode())
         archive.sync()

@@ -57,7 +57,7 @@ def run_workload(device: FaultyDevice, seed: int, options: OpenOptions, steps: i
                                     passphrase=passphrase_for(seed), kdf=KdfParams.cheap())
         trial.durable, trial.in_flight = tree_state(archive), []
         for _ in range(steps):
-            random_change(archive, rng)
+            random_change(archive, rng, unnamed=True)
             current = tree_state(archive)
             if options is EAGER:
                 trial.in_flight.append(current)  # an automatic commit may have happened
