@@ -414,28 +414,44 @@ class Allocator:
 
     # ---- persistence --------------------------------------------------------------------------
 
-    def encode(self) -> bytes:
-        """Serialise the state *as it will be once this commit is durable*."""
+    def encode(self, min_length: int = 0) -> bytes:
+        """Serialise the state *as it will be once this commit is durable*.
+
+        ``min_length`` pads the encoding with redundant varint bytes (still valid LEB128,
+        decoding to the same values): the commit allocates the state's pages before encoding
+        it, and if taking them made the encoding shorter, it must still fill every page it
+        was given — a page allocated but not covered by the blob would leak.
+        """
+        data = self._encode(None)
+        if len(data) >= min_length:
+            return data
+        budget = [min_length - len(data)]
+        data = self._encode(budget)
+        if budget[0]:
+            raise ValueError("allocator state cannot be padded that far")
+        return data
+
+    def _encode(self, pad: list[int] | None) -> bytes:
         out = bytearray()
-        _put(out, self.total_pages)
-        _put(out, self.snapshot_horizon)
-        _put_runs(out, list(self._free.items()))
-        _put(out, len(self._groups))
+        _put(out, self.total_pages, pad)
+        _put(out, self.snapshot_horizon, pad)
+        _put_runs(out, list(self._free.items()), pad)
+        _put(out, len(self._groups), pad)
         last = 0
         for group in self._groups.values():
-            _put(out, group.start - last)
-            _put(out, group.size)
+            _put(out, group.start - last, pad)
+            _put(out, group.size, pad)
             out += group.used.to_bytes((group.size + 7) // 8, "little")
             last = group.start
-        _put_runs(out, sorted(self.iter_pending()))
-        _put(out, len(self._dead))
+        _put_runs(out, sorted(self.iter_pending()), pad)
+        _put(out, len(self._dead), pad)
         last = 0
         for start in sorted(self._dead):
-            _put(out, start - last)
-            _put(out, self._dead[start])
+            _put(out, start - last, pad)
+            _put(out, self._dead[start], pad)
             last = start
         if self._owned:  # optional trailing section (absent in most archives)
-            _put_runs(out, sorted(self._owned.items()))
+            _put_runs(out, sorted(self._owned.items()), pad)
         return bytes(out)
 
     @classmethod
@@ -479,20 +495,31 @@ class Allocator:
         return alloc
 
 
-def _put(out: bytearray, value: int) -> None:
-    """Unsigned LEB128 varint."""
-    while value >= 0x80:
+MAX_VARINT_BYTES = 10  # what _Reader accepts (shift up to 63)
+
+
+def _put(out: bytearray, value: int, pad: list[int] | None = None) -> None:
+    """Unsigned LEB128 varint; takes up to ``pad[0]`` redundant bytes (0x80 groups) from a
+    padding budget."""
+    extra = 0
+    if pad and pad[0] > 0:
+        extra = min(pad[0], MAX_VARINT_BYTES - max(1, -(-value.bit_length() // 7)))
+        pad[0] -= extra
+    while value >= 0x80 or extra > 0:
+        if value < 0x80:
+            extra -= 1
         out.append((value & 0x7F) | 0x80)
         value >>= 7
     out.append(value)
 
 
-def _put_runs(out: bytearray, runs: list[tuple[int, int]]) -> None:
-    _put(out, len(runs))
+def _put_runs(out: bytearray, runs: list[tuple[int, int]],
+              pad: list[int] | None = None) -> None:
+    _put(out, len(runs), pad)
     last = 0
     for start, length in runs:
-        _put(out, start - last)
-        _put(out, length)
+        _put(out, start - last, pad)
+        _put(out, length, pad)
         last = start
 
 

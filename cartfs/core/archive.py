@@ -430,7 +430,14 @@ class Archive(PathHelpers):
             npages = self._pager.blob_pages(size)
             page = self._alloc.allocate(npages)
             data = self._alloc.encode()
-            if self._pager.blob_pages(len(data)) <= npages:
+            if self._pager.blob_pages(len(data)) < npages:
+                # Taking the pages shrank the state: pad it to cover all of them, or the
+                # last one would be allocated and owned by nothing (a leaked page).
+                target = (npages - 1) * PAGE_SIZE + 1
+                while self._pager.blob_pages(target - 1) == npages:  # sealing overhead
+                    target -= 1
+                data = self._alloc.encode(min_length=target)
+            if self._pager.blob_pages(len(data)) == npages:
                 return self._pager.write_blob(PageNo(page), txid, ALLOC_OWNER, data)
             self._alloc.free_now(page, npages)
             size = len(data) + 64

@@ -249,11 +249,11 @@ def kill_during_vacuum(src: Path, expected: States, tmp_path: Path, kills: int,
                        seed: int) -> int:
     """Vacuum in a child, SIGKILL it after a random delay; the archive must open, pass
     fsck, hold exactly the states it had, and take writes. Every other run starts from a
-    fresh copy; the others vacuum again what the previous kill left behind. Returns how
-    many kills landed before the vacuum finished."""
+    fresh copy; the others vacuum again what the previous kill left behind (which may be
+    little). Returns how many kills of a fresh vacuum landed before it finished."""
     rng = random.Random(seed)
     work = tmp_path / "work.cart"
-    duration = vacuum_seconds(src, work)
+    duration = min(vacuum_seconds(src, work) for _ in range(2))  # the first runs cold
     landed = 0
     for kill in range(kills):
         if kill % 2 == 0:
@@ -261,14 +261,15 @@ def kill_during_vacuum(src: Path, expected: States, tmp_path: Path, kills: int,
         pid, fd = _spawn(str(work))
         try:
             data = _wait_ready(fd)
-            time.sleep(rng.uniform(0.0, duration * 1.1))
+            # a resumed vacuum has less left to do than a fresh one
+            time.sleep(rng.uniform(0.0, duration * (0.9 if kill % 2 == 0 else 0.5)))
         finally:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             data += _run_to_end(fd)
             os.close(fd)
         assert b"error" not in data, data
-        landed += b"done" not in data
+        landed += b"done" not in data and kill % 2 == 0
         with Archive.open(work, options=NEVER) as archive:
             report = fsck(archive)
             assert report.ok, f"kill {kill}: " + "\n".join(map(str, report.problems[:5]))
@@ -282,7 +283,7 @@ def kill_during_vacuum(src: Path, expected: States, tmp_path: Path, kills: int,
 def test_vacuum_survives_sigkill_at_random_moments(fragmented: tuple[Path, States],
                                                    tmp_path: Path) -> None:
     landed = kill_during_vacuum(fragmented[0], fragmented[1], tmp_path, kills=16, seed=1)
-    assert landed >= 8, f"only {landed} of 16 kills landed while the vacuum was running"
+    assert landed >= 5, f"only {landed} of 8 fresh vacuums were killed while running"
 
 
 @pytest.mark.soak
@@ -291,7 +292,7 @@ def test_vacuum_sigkill_soak(tmp_path: Path) -> None:
     make_fragmented(src, seed=9, files=1500)
     with Archive.open(src, readonly=True) as archive:
         expected = all_states(archive)
-    assert kill_during_vacuum(src, expected, tmp_path, kills=200, seed=2) >= 100
+    assert kill_during_vacuum(src, expected, tmp_path, kills=200, seed=2) >= 60
 
 
 # ---- crash safety: power loss -------------------------------------------------------------------
@@ -370,3 +371,36 @@ def test_a_snapshot_view_taken_before_a_vacuum_still_reads_right() -> None:
         archive.write_file(f"/new/{i}", rng.randbytes(20_000), parents=True)
     archive.sync()
     assert full_state(view) == before
+
+
+def test_allocator_state_never_leaks_its_own_last_page() -> None:
+    """Regression (found by the SIGKILL soak): the commit allocates the allocator state's
+    pages from an estimate, then encodes. When taking them shrank the encoding (an exact-fit
+    extent vanished from the free list) below a page boundary, the state was written into
+    fewer pages than allocated and the last one leaked for good. Sweep the encoding's
+    length across the 4 KiB boundary, one commit per step; fsck must find nothing leaked."""
+    archive = Archive.create_on(MemoryDevice(), chunk_size=16384, options=NEVER)
+    blob = random.Random(0).randbytes(6000)  # one 2-page extent per file
+    for i in range(4400):
+        archive.write_file(f"/f{i}", blob)
+    archive.sync()
+    for i in range(0, 3700, 2):  # every other extent free: one free run each
+        archive.remove(f"/f{i}")
+    archive.sync()
+    lengths = []
+    for i in range(3700, 4400, 2):
+        archive.remove(f"/f{i}")
+        archive.sync()
+        lengths.append(len(archive._alloc.encode()))
+    assert min(lengths) < 4000 and max(lengths) > 4200, (min(lengths), max(lengths))
+    assert_fsck(archive, "after sweeping the allocator state across a page boundary")
+
+
+def test_padded_allocator_state_decodes_to_the_same_state() -> None:
+    alloc = Allocator.fresh(5000)
+    pages = [alloc.allocate(n) for n in (1, 2, 3, 1, 5, 1)]
+    alloc.free_now(pages[1], 2)
+    plain = alloc.encode()
+    padded = alloc.encode(min_length=len(plain) + 25)
+    assert len(padded) == len(plain) + 25
+    assert Allocator.decode(padded).encode() == plain
