@@ -632,8 +632,12 @@ class Archive(PathHelpers):
         return self._chunks.read(ino, inode.size, offset, size)
 
     @_writing
-    def write(self, ino: int, offset: int, data: bytes | bytearray | memoryview) -> int:
-        """Write ``data`` at ``offset`` (extending the file, zero-filling any gap)."""
+    def write(self, ino: int, offset: int, data: bytes | bytearray | memoryview, *,
+              touch: bool = True) -> int:
+        """Write ``data`` at ``offset`` (extending the file, zero-filling any gap).
+
+        ``touch=False`` leaves mtime/ctime alone: a FUSE mount with the kernel's writeback
+        cache sets them itself (a daemon-made mtime would make the kernel drop its cache)."""
         self._check_writable()
         inode = self._ns.get(ino)
         if inode.is_dir:
@@ -647,9 +651,12 @@ class Archive(PathHelpers):
         if length >= self._sb.chunk_size:
             self._alloc.reserve(self._chunks.pages_for_write(length))
         self._chunks.write(ino, offset, data, self._codec_for(ino))
-        now = time.time_ns()
-        self._ns.put(inode.with_(size=max(inode.size, offset + length), mtime_ns=now,
-                                 ctime_ns=now))
+        size = max(inode.size, offset + length)
+        if touch:
+            now = time.time_ns()
+            self._ns.put(inode.with_(size=size, mtime_ns=now, ctime_ns=now))
+        elif size != inode.size:
+            self._ns.put(inode.with_(size=size))
         self._after_change(length)
         return length
 
