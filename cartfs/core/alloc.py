@@ -161,11 +161,32 @@ class Allocator:
         self._growths += 1
         self._add_free(old_total, new_total - old_total)
 
-    def reserve(self, n: int) -> None:
-        """Make sure at least n pages can be allocated without growing (raises NoSpace)."""
-        shortfall = n - self.free_page_count()
+    def reserve(self, n: int, *, keep: int = 0) -> None:
+        """Make sure n single pages can be allocated without growing and ``keep`` more stay
+        free afterwards (raises NoSpace, changing nothing, when the disk is full)."""
+        shortfall = n + keep - self.free_page_count()
         if shortfall > 0:
             self._grow_for(shortfall + GROUP_PAGES)
+
+    @property
+    def metadata_reserve(self) -> int:
+        """Pages data may not take: a commit that only deletes must still find pages for its
+        copied-on-write nodes when the disk is full (deleted pages free up only after it)."""
+        return max(64, min(self.total_pages // 128, 4096))
+
+    def take_runs(self, sizes: list[int]) -> list[int]:
+        """Allocate one run per size for data, leaving the metadata reserve free — all or
+        nothing: on NoSpace every run taken so far is given back and the error raised."""
+        taken: list[tuple[int, int]] = []
+        try:
+            for n in sizes:
+                taken.append((self.allocate(n), n))
+            self.reserve(0, keep=self.metadata_reserve)
+        except BaseException:
+            for start, n in taken:
+                self.free_now(start, n)
+            raise
+        return [start for start, _ in taken]
 
     # ---- allocation -------------------------------------------------------------------------
 

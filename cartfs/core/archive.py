@@ -398,12 +398,14 @@ class Archive(PathHelpers):
             return
         self._check_writable()
         txid = self._clock.txid
-        self._ns.flush()  # inode records into the tree, so the page estimate counts them
-        self._alloc.reserve(self._chunks.pending_pages() + self._catalog.dirty_node_count()
-                            + self._system.dirty_node_count() + 16)
+        # Everything that can run out of space happens before the point of no return and
+        # leaves a consistent (uncommitted) state: data takes its pages first, then the
+        # pages for nodes and the allocator state are reserved (NoSpace changes nothing).
+        self._ns.flush()
+        self._chunks.flush(self._codec_for, self._size_of)
+        self._alloc.reserve(self._catalog.dirty_node_count() + self._system.dirty_node_count()
+                            + 2 * self._pager.blob_pages(len(self._alloc.encode())) + 8)
         try:
-            self._chunks.flush(self._codec_for, self._size_of)
-            self._ns.flush()
             catalog = self._catalog.write_out()
             system = self._system.write_out()
             allocator = self._write_allocator(txid)
@@ -452,7 +454,6 @@ class Archive(PathHelpers):
     def _flush_if_needed(self) -> None:
         """Bound dirty memory: encode chunks early (without syncing) past flush_bytes."""
         if self._chunks.dirty_bytes >= self.options.flush_bytes:
-            self._alloc.reserve(self._chunks.pending_pages() + 16)
             self._chunks.flush(self._codec_for, self._size_of)
 
     def _codec_for(self, ino: int) -> int:
@@ -648,8 +649,6 @@ class Archive(PathHelpers):
         if offset < 0 or offset + length > MAX_FILE_SIZE:
             raise FileTooLarge("offset beyond the largest file size")
         self._flush_if_needed()
-        if length >= self._sb.chunk_size:
-            self._alloc.reserve(self._chunks.pages_for_write(length))
         self._chunks.write(ino, offset, data, self._codec_for(ino))
         size = max(inode.size, offset + length)
         if touch:

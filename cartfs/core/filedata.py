@@ -129,16 +129,23 @@ class ChunkStore:
         buffer, when ``codec`` is given: no copy, no buffer."""
         view = memoryview(data).cast("B")
         cs = self.chunk_size
+        pieces: list[tuple[int, int, memoryview]] = []
         pos = 0
         while pos < len(view):
             chunk_no, lo = divmod(offset + pos, cs)
             n = min(cs - lo, len(view) - pos)
-            piece = view[pos:pos + n]
-            if n == cs and codec is not None and (ino, chunk_no) not in self._dirty:
-                self._store(ino, chunk_no, piece, codec)
-            else:
-                self._write_chunk(ino, chunk_no, lo, piece)
+            pieces.append((chunk_no, lo, view[pos:pos + n]))
             pos += n
+        direct = [(c, p) for c, lo, p in pieces
+                  if len(p) == cs and codec is not None and (ino, c) not in self._dirty]
+        runs = self._take_runs([p for _, p in direct])  # NoSpace here changes nothing
+        for (chunk_no, piece), run in zip(direct, runs, strict=True):
+            assert codec is not None
+            self._store(ino, chunk_no, piece, codec, run)
+        stored = {c for c, _ in direct}
+        for chunk_no, lo, piece in pieces:
+            if chunk_no not in stored:
+                self._write_chunk(ino, chunk_no, lo, piece)
 
     def _new_buffer(self, content: bytes | bytearray | memoryview) -> bytearray:
         """A dirty buffer holding ``content``. Buffers are recycled after a flush: freeing
@@ -210,25 +217,45 @@ class ChunkStore:
     def flush(self, codec_for: Callable[[int], int] | None = None,
               size_of: Callable[[int], int] | None = None) -> None:
         """Encode every dirty chunk into the tree (extents written, not yet synced)."""
-        dirty, self._dirty = self._dirty, {}
-        self.dirty_bytes = 0
-        for (ino, chunk_no), buf in sorted(dirty.items()):
+        work: list[tuple[int, int, bytearray]] = []
+        for (ino, chunk_no), buf in sorted(self._dirty.items()):
             if size_of is not None:
                 limit = size_of(ino) - chunk_no * self.chunk_size
                 if limit <= 0:
                     continue
                 if len(buf) > limit:
                     del buf[limit:]
+            work.append((ino, chunk_no, buf))
+        runs = self._take_runs([buf for _, _, buf in work])  # NoSpace: nothing changed
+        dirty, self._dirty = self._dirty, {}
+        self.dirty_bytes = 0
+        for (ino, chunk_no, buf), run in zip(work, runs, strict=True):
             codec = codec_for(ino) if codec_for else self.default_codec
-            self._store(ino, chunk_no, buf, codec)
+            self._store(ino, chunk_no, buf, codec, run)
         self._recycle(list(dirty.values()))
 
-    def _store(self, ino: int, chunk_no: int, buf: bytearray | memoryview, codec: int) -> None:
+    def _take_runs(self, buffers: list[bytearray] | list[memoryview]) -> list[tuple[int, int]]:
+        """Pages for every buffer at its raw size (compression only shrinks), taken before
+        anything changes, so a full disk raises NoSpace with the archive still consistent."""
+        if not buffers:
+            return []
+        assert self.alloc is not None
+        sizes = [self.pager.blob_pages(len(b)) if len(b) > INLINE_STORED_MAX else 0
+                 for b in buffers]
+        wanted = [n for n in sizes if n]
+        starts = iter(self.alloc.take_runs(wanted))
+        return [(next(starts), n) if n else (0, 0) for n in sizes]
+
+    def _store(self, ino: int, chunk_no: int, buf: bytearray | memoryview, codec: int,
+               run: tuple[int, int]) -> None:
+        """Encode one chunk into the pages of ``run`` (taken beforehand; what it does not
+        need is given back)."""
         key = chunk_key(ino, chunk_no)
         old = self.tree.get(key)
         if old is not None:
             self._free_ptr(decode_chunk_ptr(old))
         if self._all_zero(buf):
+            self._give_back(run, 0)
             if old is not None:
                 self.tree.delete(key)
             return
@@ -236,10 +263,17 @@ class ChunkStore:
         used, stored = compress(buf, codec, self.codec_level,
                                 inline=len(buf) <= INLINE_STORED_MAX, overhead=overhead)
         if len(stored) <= INLINE_STORED_MAX:
+            self._give_back(run, 0)
             ptr = ChunkPtr(used, len(buf), len(stored), inline_data=bytes(stored))
         else:
-            ptr = self._write_extent(key, stored, used, len(buf))
+            ptr = self._write_extent(key, stored, used, len(buf), run)
         self.tree.put(key, encode_chunk_ptr(ptr))
+
+    def _give_back(self, run: tuple[int, int], keep: int) -> None:
+        """Return the pages of a taken run past the first ``keep`` (never seen by anyone)."""
+        start, n = run
+        if n > keep and self.alloc is not None:
+            self.alloc.free_now(start + keep, n - keep)
 
     def _all_zero(self, buf: bytearray | memoryview) -> bool:
         """A chunk of zeros is stored as a hole. Cheap for real data: a non-zero first or
@@ -252,25 +286,16 @@ class ChunkStore:
         return memoryview(buf) == zero
 
     def _write_extent(self, key: bytes, stored: bytes | bytearray | memoryview, codec: int,
-                      logical: int) -> ChunkPtr:
-        assert self.alloc is not None
+                      logical: int, run: tuple[int, int]) -> ChunkPtr:
         birth = self.clock.txid
         sealed = self.pager.seal_extent(stored, key, birth)
-        page = PageNo(self.alloc.allocate(self.pager.blob_pages(len(stored))))
+        npages = self.pager.blob_pages(len(stored))
+        assert npages <= run[1], "a stored chunk never needs more pages than its raw size"
+        self._give_back(run, npages)
+        page = PageNo(run[0])
         self.pager.write_extent(page, sealed)
         return ChunkPtr(codec, logical, len(sealed), crc32(sealed), page, TxnId(birth),
                         sealed=self.pager.sealer is not None)
-
-    def pages_for_write(self, nbytes: int) -> int:
-        """Upper bound of pages a direct write of ``nbytes`` allocates (for reserve())."""
-        overhead = self.pager.sealer.overhead if self.pager.sealer else 0
-        chunks = nbytes // self.chunk_size + 2
-        return chunks * self.pager.blob_pages(self.chunk_size + overhead)
-
-    def pending_pages(self) -> int:
-        """Upper bound of pages the dirty buffers need when flushed (for reserve())."""
-        overhead = self.pager.sealer.overhead if self.pager.sealer else 0
-        return sum(self.pager.blob_pages(len(b) + overhead) for b in self._dirty.values())
 
     def is_dirty(self, ino: int | None = None) -> bool:
         if ino is None:

@@ -40,12 +40,14 @@ class XattrStore:
 
     def store(self, ino: int, name: bytes, value: bytes) -> None:
         key = xattr_key(ino, name)
-        self._free_old(key)
         if len(value) + 1 <= INLINE_VALUE_MAX:
+            self._free_old(key)
             self.tree.put(key, encode_xattr_inline(value))
             return
         assert self.alloc is not None
-        page = PageNo(self.alloc.allocate(self.pager.blob_pages(len(value))))
+        # Take the new pages before letting go of the old value: NoSpace changes nothing.
+        page = PageNo(self.alloc.take_runs([self.pager.blob_pages(len(value))])[0])
+        self._free_old(key)
         ref = self.pager.write_blob(page, self.clock.txid, key, value)
         self.tree.put(key, encode_xattr_blob(ref))
 
