@@ -226,6 +226,32 @@ class Allocator:
             return self._allocate_single()
         return None
 
+    def allocate_below(self, n: int, limit: int, boundary: int) -> int | None:
+        """Vacuum's planner: a free run of n pages wholly below ``limit`` (where the run is
+        now), or None — never anywhere higher. Best fit among the holes below ``boundary``
+        (the target length) packs tightest; failing that, the lowest hole that fits."""
+        if n == 1 and self._groups_with_space:
+            group: _Group = self._groups[self._groups_with_space[0]]
+            free_bits = ~group.used & group.full_mask
+            page = group.start + (free_bits & -free_bits).bit_length() - 1
+            if page < limit:
+                group.used |= 1 << (page - group.start)
+                if group.used == group.full_mask:
+                    self._groups_with_space.remove(group.start)
+                return page
+        below = min(limit, boundary)
+        chosen = next((start for length, start in self._by_size.irange((n, -1))
+                       if start + n <= below), None)
+        if chosen is None:
+            chosen = next((start for start, length in self._free.items()
+                           if length >= n and start + n <= limit), None)
+        if chosen is None:
+            return None
+        length = self._remove_extent(chosen)
+        if length > n:
+            self._insert_extent(chosen + n, length - n)
+        return int(chosen)
+
     def _allocate_single(self) -> int:
         if not self._groups_with_space:
             self._new_group()

@@ -403,8 +403,7 @@ class Archive(PathHelpers):
         # pages for nodes and the allocator state are reserved (NoSpace changes nothing).
         self._ns.flush()
         self._chunks.flush(self._codec_for, self._size_of)
-        self._alloc.reserve(self._catalog.dirty_node_count() + self._system.dirty_node_count()
-                            + 2 * self._pager.blob_pages(len(self._alloc.encode())) + 8)
+        self._alloc.reserve(self._commit_pages())
         try:
             catalog = self._catalog.write_out()
             system = self._system.write_out()
@@ -422,6 +421,11 @@ class Archive(PathHelpers):
         self._uncommitted = 0
         self._commits += 1
         self._last_commit = time.monotonic()
+
+    def _commit_pages(self) -> int:
+        """Pages a commit needs beyond its data: dirty nodes and the allocator state."""
+        return (self._catalog.dirty_node_count() + self._system.dirty_node_count()
+                + 2 * self._pager.blob_pages(len(self._alloc.encode())) + 8)
 
     def _write_allocator(self, txid: TxnId) -> BlobRef:
         old = self._sb.allocator

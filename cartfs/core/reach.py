@@ -23,7 +23,7 @@ def catalog_tree(pager: Pager, clock: TxnClock, root: TreeRef) -> BTree:
     return BTree(pager, None, clock, TREE_CATALOG, root, writable=False)
 
 
-def runs_of(tree: BTree, seen_nodes: set[int]) -> Iterator[Run]:
+def runs_of(tree: BTree, seen_nodes: set[int], *, nodes: bool = True) -> Iterator[Run]:
     """Every page run the tree reaches, skipping subtrees whose node is in ``seen_nodes``
     (which this adds to)."""
 
@@ -34,7 +34,8 @@ def runs_of(tree: BTree, seen_nodes: set[int]) -> Iterator[Run]:
         return True
 
     for visit in tree.walk(descend):
-        yield visit.ref.page, 1, visit.ref.birth
+        if nodes:
+            yield visit.ref.page, 1, visit.ref.birth
         if not visit.node.is_leaf:
             continue
         for key, value in zip(visit.node.keys, visit.node.vals, strict=True):
@@ -47,6 +48,12 @@ def runs_of(tree: BTree, seen_nodes: set[int]) -> Iterator[Run]:
                 stored = decode_xattr(value)
                 if isinstance(stored, BlobRef):
                     yield stored.page, stored.npages, stored.birth
+
+
+def extents_of(tree: BTree, seen_nodes: set[int]) -> Iterator[tuple[int, int]]:
+    """(first page, pages) of every extent (chunk or xattr blob) the tree reaches."""
+    for start, n, _birth in runs_of(tree, seen_nodes, nodes=False):
+        yield start, n
 
 
 def reachable_starts(pager: Pager, clock: TxnClock, roots: list[TreeRef]) -> set[int]:

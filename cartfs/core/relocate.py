@@ -48,12 +48,14 @@ class Relocator:
     obtained from ``allocate(n)``; remembers what moved so callers can free it."""
 
     def __init__(self, src: Pager, dst: Pager, allocate: Allocate, should_move: ShouldMove,
-                 progress: Callable[[int], None] | None = None) -> None:
+                 progress: Callable[[int], None] | None = None,
+                 placement: dict[int, int] | None = None) -> None:
         self.src = src
         self.dst = dst
         self.allocate = allocate
         self.should_move = should_move
         self.progress = progress
+        self.placement = placement  # planned new homes of extents (vacuum); None = allocate
         self._clock = TxnClock(0)
         self._nodes: dict[tuple[int, int], TreeRef] = {}
         self._extents: dict[int, int] = {}  # old first page -> new first page
@@ -134,10 +136,16 @@ class Relocator:
         """Copy a run verbatim (sealed bytes stay valid: their AD does not name the page)."""
         if page in self._extents:
             return self._extents[page]
-        if not self.should_move(page, npages):
+        if self.placement is not None:
+            planned = self.placement.get(page)
+            if planned is None:
+                return page
+            new_page = planned
+        elif not self.should_move(page, npages):
             return page
+        else:
+            new_page = self.allocate(npages)
         stored = self.src.read_extent(PageNo(page), length, checksum, kind="extent")
-        new_page = self.allocate(npages)
         self._forget_cached(new_page, birth)
         self.dst.write_extent(PageNo(new_page), stored)
         self._extents[page] = new_page

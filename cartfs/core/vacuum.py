@@ -27,13 +27,13 @@ from . import snapshots
 from .alloc import GROUP_PAGES
 from .btree import TREE_CATALOG, TREE_SYSTEM
 from .format import PAGE_SIZE
+from .reach import catalog_tree, extents_of
 from .relocate import Relocator
 
 if TYPE_CHECKING:
     from .archive import Archive
 
 Progress = Callable[[int, int], None]
-COMMIT_RESERVE = 16
 
 
 @dataclass(frozen=True)
@@ -49,40 +49,78 @@ class VacuumResult:
         return (self.pages_before - self.pages_after) * PAGE_SIZE
 
 
+MAX_PASSES = 4
+
+
 def vacuum(archive: Archive, progress: Progress | None = None) -> VacuumResult:
-    """Compact the archive in place (callers hold the archive lock)."""
+    """Compact the archive in place (callers hold the archive lock).
+
+    Extents have different sizes, so one pass leaves scraps: the holes its own moves open
+    above the boundary only become free once it commits. Passes repeat (each one a complete,
+    crash-safe compaction) while they still shrink the file, at most MAX_PASSES times."""
     archive._commit()
     snapshots._sweep_dead(archive)
     archive._commit()
     alloc = archive._alloc
     before = alloc.total_pages
-    stats = alloc.statistics()
-    boundary = before - stats.free_pages + GROUP_PAGES
     moved = 0
-    if boundary < before:
-        to_move = before - boundary
-        done = 0
-
-        def tick(n: int) -> None:
-            nonlocal done
-            done += n
-            if progress is not None:
-                progress(min(done, to_move), to_move)
-
-        alloc.prefer_low = True
-        try:
-            moved = _relocate_catalogs(archive, boundary, tick)
-            moved += _relocate_system(archive, boundary, tick)
-        finally:
-            alloc.prefer_low = False
-    _trim_tail(archive)
+    for _ in range(MAX_PASSES):
+        length = alloc.total_pages
+        moved += _one_pass(archive, progress)
+        _trim_tail(archive)
+        if alloc.total_pages >= length:
+            break
     return VacuumResult(before, alloc.total_pages, moved)
 
 
-def _relocator(archive: Archive, boundary: int, tick: Callable[[int], None]) -> Relocator:
+def _one_pass(archive: Archive, progress: Progress | None) -> int:
+    alloc = archive._alloc
+    total = alloc.total_pages
+    boundary = total - alloc.statistics().free_pages + GROUP_PAGES
+    if boundary >= total:
+        return 0
+    to_move = total - boundary
+    done = 0
+
+    def tick(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(min(done, to_move), to_move)
+
+    alloc.prefer_low = True
+    try:
+        moved = _relocate_catalogs(archive, boundary, tick)
+        return moved + _relocate_system(archive, boundary, tick)
+    finally:
+        alloc.prefer_low = False
+
+
+def _relocator(archive: Archive, boundary: int, tick: Callable[[int], None],
+               placement: dict[int, int] | None = None) -> Relocator:
     pager = archive._pager
     return Relocator(pager, pager, archive._alloc.allocate,
-                     lambda page, n: page + n > boundary, tick)
+                     lambda page, n: page + n > boundary, tick, placement)
+
+
+def _plan(archive: Archive, boundary: int) -> dict[int, int]:
+    """New homes for the extents above the boundary, largest first, each the best fit
+    strictly below where it is (placing in tree order let small runs fill the holes the
+    big ones needed, and those then had nowhere to go but up)."""
+    pager, clock, alloc = archive._pager, archive._clock, archive._alloc
+    roots = [archive.superblock.catalog] + [s.root for s in snapshots.list_snapshots(archive)]
+    runs: dict[int, int] = {}
+    seen: set[int] = set()
+    for root in roots:
+        for start, n in extents_of(catalog_tree(pager, clock, root), seen):
+            if start + n > boundary:
+                runs[start] = n
+    placement: dict[int, int] = {}
+    for start, n in sorted(runs.items(), key=lambda run: (-run[1], -run[0])):
+        new = alloc.allocate_below(n, start, boundary)
+        if new is not None:
+            placement[start] = new
+    return placement
 
 
 def _release(archive: Archive, mover: Relocator) -> int:
@@ -102,7 +140,7 @@ def _release(archive: Archive, mover: Relocator) -> int:
 
 
 def _relocate_catalogs(archive: Archive, boundary: int, tick: Callable[[int], None]) -> int:
-    mover = _relocator(archive, boundary, tick)
+    mover = _relocator(archive, boundary, tick, _plan(archive, boundary))
     live = mover.tree(archive.superblock.catalog, TREE_CATALOG)
     for info in snapshots.list_snapshots(archive):
         new_root = mover.tree(info.root, TREE_CATALOG)
@@ -128,9 +166,9 @@ def _trim_tail(archive: Archive) -> None:
     """Record the shorter length in a commit, then shrink the file."""
     alloc = archive._alloc
     alloc.trim_last_group()
-    # Keep the free pages the recording commit reserves (Archive._commit asks for 16 beyond
-    # its dirty pages): without them that commit would grow the file straight back.
-    new_total = alloc.highest_used_page() + 1 + COMMIT_RESERVE
+    # Keep the free pages the recording commits reserve (Archive._commit_pages): without
+    # them that commit would grow the file straight back.
+    new_total = alloc.highest_used_page() + 1 + archive._commit_pages()
     if new_total >= alloc.total_pages:
         return
     alloc.truncate_to(new_total)
@@ -139,3 +177,7 @@ def _trim_tail(archive: Archive) -> None:
     # Not ``new_total``: if that commit had to grow the file for its own pages, the
     # superblock now names the longer length, and cutting below it would lose them.
     archive._pager.shrink(alloc.total_pages)
+    # The other superblock slot still describes the longer file; one more commit rewrites
+    # it, so even a damaged newest superblock cannot lead an open to a length we cut off.
+    archive._meta_dirty = True
+    archive._commit()
