@@ -773,6 +773,7 @@ class Archive(PathHelpers):
     def _replace_catalog_root(self, root: TreeRef) -> None:
         """Restore: the live catalog becomes ``root`` (committed by the caller)."""
         self._catalog.replace_root(root)
+        self._chunks.forget()
         self._ns.forget_cache()
         self._meta_dirty = True
 

@@ -29,6 +29,8 @@ from .codec import compress, decompress
 from .errors import CorruptArchive
 from .format import (
     CHUNK_INLINE_HEAD,
+    CODEC_NONE,
+    PAGE_SIZE,
     ChunkPtr,
     PageNo,
     TxnId,
@@ -39,6 +41,22 @@ from .format import (
 from .pager import Pager
 
 INLINE_STORED_MAX = INLINE_VALUE_MAX - CHUNK_INLINE_HEAD.size
+MAX_RUN_BYTES = 4 * 1024 * 1024  # one pread for at most this much of a contiguous run
+Data = bytes | bytearray | memoryview  # logical chunk bytes (views are read-only)
+
+
+def _contiguous(missing: list[tuple[int, ChunkPtr]]) -> list[list[tuple[int, ChunkPtr]]]:
+    """Split chunks into runs whose extents follow each other on disk."""
+    runs: list[list[tuple[int, ChunkPtr]]] = []
+    for chunk_no, ptr in missing:
+        if runs:
+            prev = runs[-1][-1][1]
+            span = (ptr.page - runs[-1][0][1].page) * PAGE_SIZE + ptr.stored
+            if ptr.page == prev.page + prev.npages and span <= MAX_RUN_BYTES:
+                runs[-1].append((chunk_no, ptr))
+                continue
+        runs.append([(chunk_no, ptr)])
+    return runs
 MAX_SPARE_BUFFERS = 256
 
 
@@ -58,6 +76,7 @@ class ChunkStore:
         self.dirty_bytes = 0
         self._zero = bytes(chunk_size)
         self._spare: list[bytearray] = []  # recycled chunk buffers (see _new_buffer)
+        self._memo: tuple[int, int, Data] | None = None  # last chunk read
 
     # ---- reading ----------------------------------------------------------------------------
 
@@ -65,35 +84,55 @@ class ChunkStore:
         value = self.tree.get(chunk_key(ino, chunk_no))
         return None if value is None else decode_chunk_ptr(value)
 
-    def decode(self, ino: int, chunk_no: int, ptr: ChunkPtr) -> bytes:
+    def decode(self, ino: int, chunk_no: int, ptr: ChunkPtr) -> Data:
         """The logical bytes of a stored chunk (cached by extent)."""
         if ptr.inline_data is not None:
             return decompress(ptr.codec, ptr.inline_data, ptr.logical)
         key = ("c", ptr.page, ptr.birth)
-        data: bytes | None = self.pager.cache.get(key)
+        data: Data | None = self.pager.cache.get(key)
         if data is None:
             data = self.load_extent(ino, chunk_no, ptr)
             self.pager.cache.put(key, data, len(data) or 1)
         return data
 
-    def load_extent(self, ino: int, chunk_no: int, ptr: ChunkPtr) -> bytes:
+    def load_extent(self, ino: int, chunk_no: int, ptr: ChunkPtr) -> Data:
         """Read, check, open and decompress one extent chunk — no shared state touched."""
         where = f"chunk {chunk_no} of inode {ino}"
         stored = self.pager.read_extent(ptr.page, ptr.stored, ptr.checksum, kind=where)
-        plain = self.pager.open_extent(stored, chunk_key(ino, chunk_no), ptr.birth,
+        return self._open_stored(ino, chunk_no, ptr, stored)
+
+    def _open_stored(self, ino: int, chunk_no: int, ptr: ChunkPtr,
+                     stored: bytes | memoryview) -> Data:
+        """Checked stored bytes → logical bytes. A raw, unsealed chunk is returned as the
+        (read-only) view it came in: no copy."""
+        if ptr.codec == CODEC_NONE and not ptr.sealed and len(stored) == ptr.logical:
+            return stored
+        where = f"chunk {chunk_no} of inode {ino}"
+        plain = self.pager.open_extent(bytes(stored), chunk_key(ino, chunk_no), ptr.birth,
                                        page=ptr.page, kind=where, sealed=ptr.sealed)
         try:
             return decompress(ptr.codec, plain, ptr.logical)
         except CorruptArchive as exc:
             raise CorruptArchive(exc.reason, page=ptr.page, kind=where) from None
 
-    def chunk_bytes(self, ino: int, chunk_no: int) -> bytes | bytearray:
-        """Current logical bytes of a chunk: dirty buffer, else stored, else b'' (hole)."""
+    def chunk_bytes(self, ino: int, chunk_no: int) -> Data:
+        """Current logical bytes of a chunk: dirty buffer, else stored, else b'' (hole).
+        The last chunk read is remembered, so consecutive small reads skip the lookup."""
         buf = self._dirty.get((ino, chunk_no))
         if buf is not None:
             return buf
+        memo = self._memo
+        if memo is not None and memo[0] == ino and memo[1] == chunk_no:
+            return memo[2]
         ptr = self.pointer(ino, chunk_no)
-        return b"" if ptr is None else self.decode(ino, chunk_no, ptr)
+        data = b"" if ptr is None else self.decode(ino, chunk_no, ptr)
+        self._memo = (ino, chunk_no, data)
+        return data
+
+    def forget(self, ino: int | None = None) -> None:
+        """Drop the remembered chunk (of ``ino``, or any): its content is changing."""
+        if self._memo is not None and (ino is None or self._memo[0] == ino):
+            self._memo = None
 
     def read(self, ino: int, file_size: int, offset: int, size: int) -> bytes:
         """Up to ``size`` bytes at ``offset`` (short only at end of file)."""
@@ -103,16 +142,65 @@ class ChunkStore:
         cs = self.chunk_size
         first, last = offset // cs, (end - 1) // cs
         if first == last:
-            return self._slice(ino, first, offset - first * cs, end - offset)
-        parts = []
+            return self._slice(self.chunk_bytes(ino, first), offset - first * cs,
+                               end - offset)
+        chunks = self._chunks_for_range(ino, first, last)
+        parts: list[Data] = []
         for chunk_no in range(first, last + 1):
             lo = max(offset, chunk_no * cs) - chunk_no * cs
             hi = min(end, (chunk_no + 1) * cs) - chunk_no * cs
-            parts.append(self._slice(ino, chunk_no, lo, hi - lo))
+            data = chunks[chunk_no]
+            if lo == 0 and hi - lo == len(data):
+                parts.append(data)  # joined below without an intermediate copy
+            else:
+                parts.append(self._slice(data, lo, hi - lo))
         return b"".join(parts)
 
-    def _slice(self, ino: int, chunk_no: int, lo: int, length: int) -> bytes:
-        data = self.chunk_bytes(ino, chunk_no)
+    def _chunks_for_range(self, ino: int, first: int, last: int) -> dict[int, Data]:
+        """Logical bytes of chunks first..last: one range scan for their pointers, and the
+        extents that are not cached read with one pread per physically contiguous run (a
+        sequentially written file is laid out in order), each still checked on its own."""
+        ptrs = {chunk_no_of(k): decode_chunk_ptr(v)
+                for k, v in self.tree.items(chunk_key(ino, first), chunk_key(ino, last + 1))}
+        out: dict[int, Data] = {}
+        missing: list[tuple[int, ChunkPtr]] = []
+        for chunk_no in range(first, last + 1):
+            buf = self._dirty.get((ino, chunk_no))
+            ptr = ptrs.get(chunk_no)
+            if buf is not None:
+                out[chunk_no] = buf
+            elif ptr is None:
+                out[chunk_no] = b""
+            elif ptr.inline_data is not None:
+                out[chunk_no] = decompress(ptr.codec, ptr.inline_data, ptr.logical)
+            else:
+                cached = self.pager.cache.get(("c", ptr.page, ptr.birth))
+                if cached is not None:
+                    out[chunk_no] = cached
+                else:
+                    missing.append((chunk_no, ptr))
+        for run in _contiguous(missing):
+            self._load_run(ino, run, out)
+        return out
+
+    def _load_run(self, ino: int, run: list[tuple[int, ChunkPtr]],
+                  out: dict[int, Data]) -> None:
+        first_ptr = run[0][1]
+        last_ptr = run[-1][1]
+        length = (last_ptr.page - first_ptr.page) * PAGE_SIZE + last_ptr.stored
+        raw = memoryview(self.pager.read_run(first_ptr.page, length))
+        for chunk_no, ptr in run:
+            off = (ptr.page - first_ptr.page) * PAGE_SIZE
+            stored = raw[off:off + ptr.stored]
+            if len(stored) != ptr.stored or crc32(stored) != ptr.checksum:
+                raise CorruptArchive("checksum mismatch", page=ptr.page,
+                                     kind=f"chunk {chunk_no} of inode {ino}")
+            data = self._open_stored(ino, chunk_no, ptr, stored)
+            self.pager.cache.put(("c", ptr.page, ptr.birth), data, len(data) or 1)
+            out[chunk_no] = data
+
+    @staticmethod
+    def _slice(data: Data, lo: int, length: int) -> bytes:
         if lo == 0 and length == len(data) and isinstance(data, bytes):
             return data  # a whole cached chunk: no copy
         piece = bytes(memoryview(data)[lo:lo + length]) if lo < len(data) else b""
@@ -162,6 +250,7 @@ class ChunkStore:
         self._spare.extend(buffers[:max(room, 0)])
 
     def _write_chunk(self, ino: int, chunk_no: int, lo: int, piece: memoryview) -> None:
+        self.forget(ino)
         key = (ino, chunk_no)
         buf = self._dirty.get(key)
         if buf is None:
@@ -194,12 +283,14 @@ class ChunkStore:
                 self._replace_dirty(ino, chunk_no, bytearray(data[:tail]))
 
     def _replace_dirty(self, ino: int, chunk_no: int, buf: bytearray) -> None:
+        self.forget(ino)
         old = self._dirty.get((ino, chunk_no))
         self.dirty_bytes += len(buf) - (len(old) if old is not None else 0)
         self._dirty[(ino, chunk_no)] = buf
 
     def drop_chunks(self, ino: int, first: int = 0) -> None:
         """Forget and free every chunk numbered >= first (truncate, delete)."""
+        self.forget(ino)
         for dirty_key in [k for k in self._dirty if k[0] == ino and k[1] >= first]:
             self.dirty_bytes -= len(self._dirty.pop(dirty_key))
         start, end = chunk_range(ino, first)
@@ -250,6 +341,7 @@ class ChunkStore:
                run: tuple[int, int]) -> None:
         """Encode one chunk into the pages of ``run`` (taken beforehand; what it does not
         need is given back)."""
+        self.forget(ino)
         key = chunk_key(ino, chunk_no)
         old = self.tree.get(key)
         if old is not None:

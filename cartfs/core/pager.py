@@ -193,6 +193,13 @@ class Pager:
             raise CorruptArchive("checksum mismatch", page=page, kind=kind)
         return data
 
+    def read_run(self, page: PageNo, length: int) -> bytes:
+        """Raw bytes of several adjacent extents at once (the caller checks each CRC)."""
+        data = self.device.pread(length, page * PAGE_SIZE)
+        self._pages_read += pages_for(length)
+        self._bytes_read += len(data)
+        return data
+
     def open_extent(self, stored: bytes, owner: bytes, birth: TxnId, *, page: int | None,
                     kind: str, sealed: bool) -> bytes:
         """Undo ``seal_extent`` (checking the flag matches the archive)."""
