@@ -36,8 +36,16 @@ mount options (-o, comma-separated; also usable in /etc/fstab):
   compress=CODEC     codec for new files: lz4, zstd or none (default: the archive's)
   key_file=FILE      passphrase file of an encrypted archive
   nonempty           allow mounting over a non-empty directory
-  xattr=0            no extended attributes: small writes ~3x faster (the kernel
-                     otherwise asks for security.capability before every write)
+  snapdir=visible    list .snapshots in the root (default hidden: reachable by
+                     name, as ZFS's snapdir=hidden); mkdir .snapshots/NAME takes
+                     a snapshot, rmdir deletes one
+  principal=NAME     check every request against the archive's IAM policies for
+                     user NAME (cartfs iam); refused requests fail with EACCES
+  xattr=0            the speed switch: no extended attributes (cp -a, rsync -X and
+                     tar --xattrs then keep none). Measured: 4 KiB writes ~4x faster
+                     (71-91 -> 337 MB/s), sqlite3 100k-row insert 1.2 -> 0.66 s,
+                     ls -lR 4x faster, since with xattrs on the kernel asks for
+                     security.capability before every write and ACLs on every ls -l
   attr_timeout=S, entry_timeout=S, negative_timeout=S, writeback=0|1, threads=0|1,
   read_ahead_kb=N    kernel cache tuning (defaults are the measured best)
   nosuid, nodev, noexec, noatime, auto_unmount ...   passed to the kernel
@@ -96,6 +104,17 @@ def open_for_mount(args: argparse.Namespace, settings: MountSettings) -> Archive
     return open_archive(args, readonly=True, options=options)
 
 
+def check_principal(archive: Archive, principal: str) -> None:
+    """A principal that is no IAM user would be denied everything once any policy exists:
+    almost surely a typo, so say so now instead of mounting an unusable tree."""
+    try:
+        archive.iam.get_user(principal)
+    except CartError as exc:
+        archive.close()
+        raise CartError(f"principal={principal}: {exc} in {archive.path or 'the archive'} "
+                        f"(add it with 'cartfs iam user add')") from None
+
+
 def cmd_mount(args: argparse.Namespace) -> int:
     """Check everything, open the archive, then serve (here or in a daemon)."""
     from cartfs.fuse.mount import (  # noqa: PLC0415 (keep trio out of other commands)
@@ -114,6 +133,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
         args.key_file = settings.key_file
     archive = open_for_mount(args, settings)
     settings = replace(settings, readonly=not archive.writable)
+    if settings.principal is not None:
+        check_principal(archive, settings.principal)
 
     def body(ready: object) -> None:
         serve(archive, mountpoint, settings, ready)  # type: ignore[arg-type]

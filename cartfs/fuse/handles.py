@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import pyfuse3
 
+from .inodes import LIVE_TREE
+
 
 @dataclass(frozen=True, slots=True)
 class Handle:
@@ -24,6 +26,7 @@ class Handle:
     ino: int  # inode number inside the tree
     is_dir: bool = False
     append: bool = False
+    writable: bool = False  # opened for writing: ftruncate/futimens on it need no new check
 
 
 class HandleTable:
@@ -44,10 +47,20 @@ class HandleTable:
         except KeyError:
             raise pyfuse3.FUSEError(errno.EBADF) from None
 
+    def find(self, fh: int | None) -> Handle | None:
+        """The handle ``fh`` names, or None (setattr's optional handle)."""
+        return None if fh is None else self._handles.get(fh)
+
     def pop(self, fh: int) -> Handle:
         handle = self.get(fh)
         del self._handles[fh]
         return handle
+
+    def writing_nodes(self) -> list[int]:
+        """Node ids of live files open for writing: the only ones the kernel can hold dirty
+        pages of (close() writes a file's pages back and waits before it returns)."""
+        return sorted({h.node for h in self._handles.values()
+                       if h.writable and h.tree_id == LIVE_TREE})
 
     def __len__(self) -> int:
         return len(self._handles)

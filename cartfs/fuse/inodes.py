@@ -12,24 +12,60 @@ right moment.
 
 Node ids: the live tree's inode numbers are used as they are (archive inode 1 is the root,
 as FUSE expects), which costs nothing on the hot path. Other trees (read-only snapshot views,
-coming later) get ids from a separate table in the top half of the 64-bit space
-(``FOREIGN_BASE`` and up), which archive inode numbers — allocated upwards from 2 — never
-reach. :meth:`InodeMap.resolve` turns any node id back into ``(tree, inode)``.
+whose inode numbers collide with the live ones) get ids from a separate table in the top half
+of the 64-bit space, which archive inode numbers — allocated upwards from 2 — never reach.
+``FOREIGN_BASE`` itself is the ``.snapshots`` directory (a stable inode number); the table
+hands out ids above it. :meth:`InodeMap.resolve` turns any node id back into
+``(tree, inode)``.
+
+A table entry lives while the kernel holds references to it and goes at ``forget``; node ids
+are never reused, so a stale id can never reach another file. Dropping a tree (a deleted
+snapshot) removes its entries at once: later requests for them answer ESTALE.
 """
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
+
+from cartfs.core.catalog import ROOT_INO, Inode
+from cartfs.core.errors import CartError
+from cartfs.core.namespace import DirEntry
 
 FOREIGN_BASE = 1 << 63
-"""First node id handed out for inodes of trees other than the live one."""
+"""Start of the node ids of everything that is not an inode of the live tree."""
+
+SNAPDIR_NODE = FOREIGN_BASE
+"""The ``.snapshots`` directory: one fixed node id, so its inode number never changes."""
 
 LIVE_TREE = 0
-"""Tree id of the archive's live, writable tree."""
+"""Tree id of the archive's live, writable tree; snapshot trees use their snapshot id (> 0)."""
+
+SNAPDIR_TREE = -1
+"""Tree id of the ``.snapshots`` directory (a one-inode pseudo tree, node SNAPDIR_NODE)."""
+
+
+class ReadTree(Protocol):
+    """What a mounted tree offers for reading: the live Archive, a snapshot view, and the
+    ``.snapshots`` directory all have these methods."""
+
+    def lookup(self, parent: int, name: str | bytes) -> Inode: ...
+    def getattr(self, ino: int) -> Inode: ...
+    def readdir(self, ino: int, after: int = 0, limit: int = 1 << 30) -> list[DirEntry]: ...
+    def read(self, ino: int, offset: int, size: int) -> bytes: ...
+    def readlink(self, ino: int) -> bytes: ...
+    def getxattr(self, ino: int, name: str | bytes) -> bytes: ...
+    def listxattr(self, ino: int) -> list[bytes]: ...
 
 T = TypeVar("T")
+
+
+class StaleNode(CartError):
+    """A node id whose tree is gone (a deleted snapshot) or that the kernel forgot."""
+
+    errno = errno.ESTALE
 
 
 @dataclass
@@ -38,7 +74,7 @@ class _Foreign:
 
     by_node: dict[int, tuple[int, int]] = field(default_factory=dict)
     by_key: dict[tuple[int, int], int] = field(default_factory=dict)
-    next_node: int = FOREIGN_BASE
+    next_node: int = SNAPDIR_NODE + 1
 
 
 class InodeMap(Generic[T]):
@@ -60,22 +96,42 @@ class InodeMap(Generic[T]):
     # ---- trees --------------------------------------------------------------------------
 
     def add_tree(self, tree_id: int, tree: T) -> None:
-        """Register a read-only tree (e.g. a snapshot view) under ``tree_id`` (> 0)."""
+        """Register a read-only tree (a snapshot view, or ``.snapshots``) under ``tree_id``."""
         if tree_id == LIVE_TREE:
             raise ValueError("tree id 0 is the live tree")
         self._trees[tree_id] = tree
+
+    def tree(self, tree_id: int) -> T | None:
+        return self._trees.get(tree_id)
+
+    def drop_tree(self, tree_id: int) -> list[int]:
+        """Forget a tree that no longer exists; returns the node ids it had (which now
+        answer ESTALE) so the caller can invalidate the kernel's caches of them."""
+        self._trees.pop(tree_id, None)
+        nodes = [node for node, (tid, _) in self._foreign.by_node.items() if tid == tree_id]
+        for node in nodes:
+            key = self._foreign.by_node.pop(node)
+            self._foreign.by_key.pop(key, None)
+        return nodes
 
     def resolve(self, node: int) -> tuple[int, T, int]:
         """(tree id, tree, inode number inside that tree) of a kernel node id."""
         if node < FOREIGN_BASE:
             return LIVE_TREE, self._trees[LIVE_TREE], node
-        tree_id, ino = self._foreign.by_node[node]
-        return tree_id, self._trees[tree_id], ino
+        if node == SNAPDIR_NODE:
+            return SNAPDIR_TREE, self._trees[SNAPDIR_TREE], ROOT_INO
+        try:
+            tree_id, ino = self._foreign.by_node[node]
+            return tree_id, self._trees[tree_id], ino
+        except KeyError:
+            raise StaleNode(f"node {node} is gone (a deleted snapshot?)") from None
 
     def node_of(self, tree_id: int, ino: int) -> int:
         """The kernel node id for ``ino`` of ``tree_id`` (allocated on first use)."""
         if tree_id == LIVE_TREE:
             return ino
+        if tree_id == SNAPDIR_TREE:
+            return SNAPDIR_NODE
         key = (tree_id, ino)
         node = self._foreign.by_key.get(key)
         if node is None:
@@ -94,12 +150,13 @@ class InodeMap(Generic[T]):
         if before == 0 and node < FOREIGN_BASE:
             self._pin(node)
 
-    def forget(self, node: int, count: int) -> None:
-        """The kernel dropped ``count`` references; at zero the inode may be deleted."""
+    def forget(self, node: int, count: int) -> bool:
+        """The kernel dropped ``count`` references; at zero the inode may be deleted.
+        Returns True when the kernel holds no reference any more."""
         left = self._counts.get(node, 0) - count
         if left > 0:
             self._counts[node] = left
-            return
+            return False
         self._counts.pop(node, None)
         if node < FOREIGN_BASE:
             self._unpin(node, 1)
@@ -107,6 +164,7 @@ class InodeMap(Generic[T]):
             key = self._foreign.by_node.pop(node, None)
             if key is not None:
                 self._foreign.by_key.pop(key, None)
+        return True
 
     def lookup_count(self, node: int) -> int:
         return self._counts.get(node, 0)

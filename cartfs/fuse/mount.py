@@ -26,7 +26,6 @@ that is, until the final commit is on disk.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import logging
@@ -48,6 +47,7 @@ import trio
 from cartfs.core.archive import Archive
 from cartfs.core.errors import CartError
 
+from .kernel import syncfs
 from .operations import CartOperations
 from .options import MountSettings
 
@@ -177,21 +177,6 @@ def set_read_ahead(mountpoint: str, kib: int) -> None:
         log.debug("cannot set %s: %s", path, exc.strerror)
 
 
-def syncfs(path: str) -> None:
-    """syncfs(2) on the file system at ``path``, releasing the GIL (pyfuse3.syncfs holds
-    it, which deadlocks a daemon that must serve the write-back it causes)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as exc:
-        log.warning("syncfs %s: %s", path, exc.strerror)
-        return
-    try:
-        if ctypes.CDLL(None, use_errno=True).syncfs(fd) != 0:
-            log.warning("syncfs %s: %s", path, os.strerror(ctypes.get_errno()))
-    finally:
-        os.close(fd)
-
-
 def sd_notify(message: str) -> None:
     """Tell systemd (Type=notify units) about our state; a no-op elsewhere."""
     address = os.environ.get("NOTIFY_SOCKET")
@@ -266,7 +251,7 @@ class _Daemon:
 def serve(archive: Archive, mountpoint: str, settings: MountSettings, ready: Ready) -> None:
     """Mount ``archive`` at ``mountpoint`` and serve until unmounted or signalled; always
     ends with the archive committed and closed."""
-    ops = CartOperations(archive, settings)
+    ops = CartOperations(archive, settings, mountpoint)
     try:
         try:
             pyfuse3.init(ops, mountpoint, settings.kernel_options(archive.path or "cartfs"))

@@ -21,6 +21,16 @@ Kernel caches (see reference/fuse-notes.md, and benchmarks/README.md "Mount" for
   cached pages are never stale.
 * Long entry/attribute timeouts and cached negative lookups: the daemon is the only writer.
 * ``O_TRUNC`` arrives in ``open`` (atomic O_TRUNC) and is honoured there.
+* With the writeback cache the kernel also owns mtime/ctime: writes do not touch them
+  (``Archive.write(touch=False)``); the kernel sends them with SETATTR on close/fsync.
+
+Trees: the live tree (node id = archive inode), the ``.snapshots`` directory and one read-only
+tree per snapshot (:mod:`.snapdir`; node ids from :mod:`.inodes`). Any change aimed at a
+snapshot tree is EROFS; inside ``.snapshots`` only mkdir (take a snapshot) and rmdir (delete
+one) work, anything else is EPERM; creating a name ``.snapshots`` in the root is EEXIST.
+
+IAM (``-o principal=``, :mod:`.access`): each handler names the action it needs before it
+acts; without the option those calls do nothing.
 
 ``fsync``/``fsyncdir`` (two disk syncs) always run in a worker thread, so the trio thread
 keeps serving other requests meanwhile. Reads, writes and truncations of 128 KiB or more
@@ -36,19 +46,27 @@ import functools
 import logging
 import os
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, ParamSpec, Protocol, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 import trio
 
 from cartfs.core.archive import Archive
-from cartfs.core.catalog import Inode
-from cartfs.core.errors import CartError, CrossDevice, NotFound, ReadOnly
-from cartfs.core.namespace import DirEntry
+from cartfs.core.catalog import ROOT_INO, Inode
+from cartfs.core.errors import (
+    AlreadyExists,
+    CartError,
+    CrossDevice,
+    NotFound,
+    NotPermitted,
+    ReadOnly,
+)
 
+from .access import CREATE, DELETE, LIST, READ, SNAPSHOT, WRITE, access_for, open_actions
 from .handles import Handle, HandleTable
-from .inodes import LIVE_TREE, InodeMap
+from .inodes import LIVE_TREE, SNAPDIR_NODE, SNAPDIR_TREE, InodeMap, ReadTree
 from .options import MountSettings
+from .snapdir import COOKIE, SNAPSHOT_TIMEOUT, SnapshotDir
 
 log = logging.getLogger("cartfs.fuse")
 
@@ -58,21 +76,11 @@ R = TypeVar("R")
 READDIR_BATCH = 128
 ACL_PREFIX = b"system.posix_acl_"
 CAPABILITY = b"security.capability"
+PROBED_XATTRS = (b"system.", b"security.")  # ACL/label probes of ls -l: metadata, like stat
 THREAD_MIN = 128 * 1024  # smaller reads/writes run on the trio thread (measured)
 BLOCK_SIZE = 64 * 1024  # st_blksize: the chunk size, so tools read and write in chunk units
 
-
-class ReadTree(Protocol):
-    """What a mounted tree offers for reading: the live Archive, or (later) a snapshot view
-    with the same methods."""
-
-    def lookup(self, parent: int, name: str | bytes) -> Inode: ...
-    def getattr(self, ino: int) -> Inode: ...
-    def readdir(self, ino: int, after: int = 0, limit: int = 1 << 30) -> list[DirEntry]: ...
-    def read(self, ino: int, offset: int, size: int) -> bytes: ...
-    def readlink(self, ino: int) -> bytes: ...
-    def getxattr(self, ino: int, name: str | bytes) -> bytes: ...
-    def listxattr(self, ino: int) -> list[bytes]: ...
+__all__ = ["CartOperations", "ReadTree"]
 
 
 def _boundary(method: Callable[P, Coroutine[Any, Any, R]]
@@ -99,15 +107,24 @@ def _boundary(method: Callable[P, Coroutine[Any, Any, R]]
 class CartOperations(pyfuse3.Operations):
     """pyfuse3 request handlers over one open :class:`Archive`."""
 
-    def __init__(self, archive: Archive, settings: MountSettings) -> None:
+    def __init__(self, archive: Archive, settings: MountSettings,
+                 mountpoint: str | None = None) -> None:
         super().__init__()
         self.archive = archive
         self.settings = settings
         self.enable_writeback_cache = settings.writeback and archive.writable
         self.inodes: InodeMap[ReadTree] = InodeMap(archive, archive.pin, archive.unpin)
         self.handles = HandleTable()
+        self.snapdir = SnapshotDir(archive, self.inodes, mountpoint,
+                                   self.handles.writing_nodes,
+                                   visible=settings.snapdir_visible)
+        self.inodes.add_tree(SNAPDIR_TREE, self.snapdir)
+        self.iam = access_for(archive, settings.principal)
         self._codec = settings.compression \
             if settings.compression not in (None, archive.compression) else None
+        # The kernel owns mtime/ctime under the writeback cache: a daemon-made mtime would
+        # make it drop the file's cached pages (fuse-notes item 3).
+        self._write = functools.partial(archive.write, touch=not self.enable_writeback_cache)
 
     # ---- helpers ------------------------------------------------------------------------
 
@@ -123,18 +140,31 @@ class CartOperations(pyfuse3.Operations):
         return self.inodes.resolve(node)
 
     def _live(self, node: int) -> int:
-        """The live inode behind ``node``; other trees are read-only (EROFS)."""
+        """The live inode behind ``node``; other trees refuse changes."""
         tree_id, _, ino = self.inodes.resolve(node)
-        if tree_id != LIVE_TREE:
-            raise ReadOnly("snapshots are read-only")
-        return ino
+        if tree_id == LIVE_TREE:
+            return ino
+        if tree_id == SNAPDIR_TREE:
+            raise NotPermitted(".snapshots holds snapshots only: mkdir makes, rmdir deletes")
+        raise ReadOnly("snapshots are read-only")
+
+    def _new_name(self, parent_node: int, name: bytes) -> int:
+        """The live parent for a new entry ``name``, after the checks every creation needs."""
+        parent = self._live(parent_node)
+        if SnapshotDir.is_name(parent_node, name):
+            raise AlreadyExists(".snapshots in the root is the snapshot directory")
+        self.iam.check(CREATE, parent_node, name)
+        return parent
 
     def _attrs(self, tree_id: int, inode: Inode) -> pyfuse3.EntryAttributes:
         attrs = pyfuse3.EntryAttributes()
         attrs.st_ino = self.inodes.node_of(tree_id, inode.ino)
         attrs.generation = 0
-        attrs.entry_timeout = self.settings.entry_timeout
-        attrs.attr_timeout = self.settings.attr_timeout
+        if tree_id > LIVE_TREE:  # a snapshot: never changes
+            attrs.entry_timeout = attrs.attr_timeout = SNAPSHOT_TIMEOUT
+        else:
+            attrs.entry_timeout = self.settings.entry_timeout
+            attrs.attr_timeout = self.settings.attr_timeout
         attrs.st_mode = inode.mode
         attrs.st_nlink = inode.nlink
         attrs.st_uid = inode.uid if self.settings.uid is None else self.settings.uid
@@ -149,25 +179,35 @@ class CartOperations(pyfuse3.Operations):
         attrs.st_birthtime_ns = inode.btime_ns
         return attrs
 
-    def _entry(self, tree_id: int, inode: Inode) -> pyfuse3.EntryAttributes:
-        """Attributes for a reply that gives the kernel a new reference (lookup, create...)."""
+    def _entry(self, tree_id: int, inode: Inode, parent_node: int, name: bytes
+               ) -> pyfuse3.EntryAttributes:
+        """Attributes for a reply that gives the kernel a new reference (lookup, create...)
+        to ``name`` in ``parent_node``."""
         attrs = self._attrs(tree_id, inode)
         self.inodes.remember(attrs.st_ino)
+        self.iam.named(parent_node, name, attrs.st_ino)
         return attrs
 
-    def _created(self, inode: Inode) -> pyfuse3.EntryAttributes:
+    def _created(self, inode: Inode, parent_node: int, name: bytes
+                 ) -> pyfuse3.EntryAttributes:
         if self._codec is not None and inode.is_reg:
             inode = self.archive.set_codec(inode.ino, self._codec)
-        return self._entry(LIVE_TREE, inode)
+        return self._entry(LIVE_TREE, inode, parent_node, name)
 
     # ---- names --------------------------------------------------------------------------
 
     @_boundary
     async def lookup(self, parent_inode: int, name: bytes,
                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        if SnapshotDir.is_name(parent_inode, name):  # hidden from readdir, never from lookup
+            return self._entry(SNAPDIR_TREE, self.snapdir.getattr(ROOT_INO), parent_inode,
+                               name)
         tree_id, tree, parent = self._tree(parent_inode)
         try:
-            inode = tree.lookup(parent, name)
+            if tree_id == SNAPDIR_TREE:
+                tree_id, inode = self.snapdir.open(name)
+            else:
+                inode = tree.lookup(parent, name)
         except NotFound:
             if self.settings.negative_timeout <= 0:
                 raise
@@ -175,12 +215,13 @@ class CartOperations(pyfuse3.Operations):
             negative.st_ino = 0  # a cached "no such name": the next lookup needs no request
             negative.entry_timeout = self.settings.negative_timeout
             return negative
-        return self._entry(tree_id, inode)
+        return self._entry(tree_id, inode, parent_inode, name)
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         try:
             for node, count in inode_list:
-                self.inodes.forget(node, count)
+                if self.inodes.forget(node, count):
+                    self.iam.forgotten(node)
         except Exception:  # no reply is possible: log, and keep the mount up
             log.exception("unexpected error in forget")
 
@@ -195,6 +236,9 @@ class CartOperations(pyfuse3.Operations):
                       fields: pyfuse3.SetattrFields, fh: int | None,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         ino = self._live(inode)
+        handle = self.handles.find(fh)
+        if handle is None or not handle.writable:
+            self.iam.check(WRITE, inode)
         changes: dict[str, int] = {}
         if fields.update_mode:
             changes["mode"] = attr.st_mode
@@ -218,76 +262,112 @@ class CartOperations(pyfuse3.Operations):
     @_boundary
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
         _, tree, ino = self._tree(inode)
+        self.iam.check(READ, inode)
         return tree.readlink(ino)
 
     @_boundary
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        parent = self._live(parent_inode)
-        return self._created(self.archive.mknod(parent, name, mode, rdev, ctx.uid, ctx.gid))
+        parent = self._new_name(parent_inode, name)
+        return self._created(self.archive.mknod(parent, name, mode, rdev, ctx.uid, ctx.gid),
+                             parent_inode, name)
 
     @_boundary
     async def mkdir(self, parent_inode: int, name: bytes, mode: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        parent = self._live(parent_inode)
-        return self._created(self.archive.mkdir(parent, name, mode, ctx.uid, ctx.gid))
+        if parent_inode == SNAPDIR_NODE:
+            self.iam.check_root(SNAPSHOT)
+            tree_id, root = await self.snapdir.create(name)
+            return self._entry(tree_id, root, parent_inode, name)
+        parent = self._new_name(parent_inode, name)
+        return self._created(self.archive.mkdir(parent, name, mode, ctx.uid, ctx.gid),
+                             parent_inode, name)
 
     @_boundary
     async def symlink(self, parent_inode: int, name: bytes, target: bytes,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        parent = self._live(parent_inode)
-        return self._created(self.archive.symlink(parent, name, target, ctx.uid, ctx.gid))
+        parent = self._new_name(parent_inode, name)
+        return self._created(self.archive.symlink(parent, name, target, ctx.uid, ctx.gid),
+                             parent_inode, name)
 
     @_boundary
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        ino, parent = self._live(inode), self._live(new_parent_inode)
-        return self._entry(LIVE_TREE, self.archive.link(ino, parent, new_name))
+        parent = self._new_name(new_parent_inode, new_name)
+        if self._tree(inode)[0] != LIVE_TREE:
+            raise CrossDevice("cannot link a snapshot's file into the live tree")
+        self.iam.check(READ, inode)
+        self.iam.check(WRITE, inode)
+        return self._entry(LIVE_TREE, self.archive.link(inode, parent, new_name),
+                           new_parent_inode, new_name)
 
     @_boundary
     async def unlink(self, parent_inode: int, name: bytes,
                      ctx: pyfuse3.RequestContext) -> None:
-        self.archive.unlink(self._live(parent_inode), name)
+        parent = self._live(parent_inode)
+        self.iam.check(DELETE, parent_inode, name)
+        self.archive.unlink(parent, name)
+        self.iam.unnamed(parent_inode, name)
 
     @_boundary
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        self.archive.rmdir(self._live(parent_inode), name)
+        if parent_inode == SNAPDIR_NODE:
+            self.iam.check_root(SNAPSHOT)
+            await self.snapdir.delete(name)
+        else:
+            if SnapshotDir.is_name(parent_inode, name):
+                raise NotPermitted(".snapshots cannot be removed")
+            parent = self._live(parent_inode)
+            self.iam.check(DELETE, parent_inode, name)
+            self.archive.rmdir(parent, name)
+        self.iam.unnamed(parent_inode, name)
 
     @_boundary
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
-        old_tree = self._tree(parent_inode_old)[0]
-        new_tree = self._tree(parent_inode_new)[0]
-        if old_tree != new_tree:
+        for parent, name in ((parent_inode_old, name_old), (parent_inode_new, name_new)):
+            if SnapshotDir.is_name(parent, name) or parent == SNAPDIR_NODE:
+                raise NotPermitted("snapshots and .snapshots cannot be renamed")
+        if self._tree(parent_inode_old)[0] != self._tree(parent_inode_new)[0]:
             raise CrossDevice("cannot move between the live tree and a snapshot")
-        self.archive.rename(self._live(parent_inode_old), name_old,
-                            self._live(parent_inode_new), name_new, flags)
+        old_parent, new_parent = self._live(parent_inode_old), self._live(parent_inode_new)
+        exchange = bool(flags & pyfuse3.RENAME_EXCHANGE)
+        if self.iam.enabled:
+            self.iam.check_rename(self.archive, old_parent, name_old, new_parent, name_new,
+                                     exchange)
+        self.archive.rename(old_parent, name_old, new_parent, name_new, flags)
+        self.iam.moved(parent_inode_old, name_old, parent_inode_new, name_new, exchange)
 
     # ---- files --------------------------------------------------------------------------
 
-    def _open_handle(self, tree_id: int, ino: int, node: int) -> pyfuse3.FileInfo:
+    def _open_handle(self, tree_id: int, ino: int, node: int, *, writable: bool
+                     ) -> pyfuse3.FileInfo:
         if tree_id == LIVE_TREE:
             self.archive.pin(ino)
-        fh = self.handles.add(Handle(node, tree_id, ino))
+        fh = self.handles.add(Handle(node, tree_id, ino, writable=writable))
         return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=False)
 
     @_boundary
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext
                    ) -> pyfuse3.FileInfo:
         tree_id, _, ino = self._tree(inode)
-        if flags & os.O_TRUNC:
-            await self._io(self.archive.truncate, self._live(inode), 0)
-        elif flags & (os.O_WRONLY | os.O_RDWR) and tree_id != LIVE_TREE:
+        actions = open_actions(flags)
+        if WRITE in actions and tree_id != LIVE_TREE:
             raise ReadOnly("snapshots are read-only")
-        return self._open_handle(tree_id, ino, inode)
+        for action in actions:
+            self.iam.check(action, inode)
+        if flags & os.O_TRUNC:
+            await self._io(self.archive.truncate, ino, 0)
+        return self._open_handle(tree_id, ino, inode, writable=WRITE in actions)
 
     @_boundary
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext
                      ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        parent = self._live(parent_inode)
-        attrs = self._created(self.archive.create_file(parent, name, mode, ctx.uid, ctx.gid))
-        return self._open_handle(LIVE_TREE, attrs.st_ino, attrs.st_ino), attrs
+        parent = self._new_name(parent_inode, name)
+        attrs = self._created(self.archive.create_file(parent, name, mode, ctx.uid, ctx.gid),
+                              parent_inode, name)
+        return self._open_handle(LIVE_TREE, attrs.st_ino, attrs.st_ino, writable=True), attrs
 
     @_boundary
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -300,7 +380,7 @@ class CartOperations(pyfuse3.Operations):
         handle = self.handles.get(fh)
         if handle.tree_id != LIVE_TREE:
             raise ReadOnly("snapshots are read-only")
-        return await self._io(self.archive.write, handle.ino, off, buf, nbytes=len(buf))
+        return await self._io(self._write, handle.ino, off, buf, nbytes=len(buf))
 
     async def flush(self, fh: int) -> None:
         """close() needs nothing from the daemon: the kernel writes a file's dirty pages
@@ -326,7 +406,31 @@ class CartOperations(pyfuse3.Operations):
         tree_id, tree, ino = self._tree(inode)
         if not tree.getattr(ino).is_dir:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
+        if tree_id == SNAPDIR_TREE:
+            self.iam.check_root(LIST)  # listing snapshots, as GuardedArchive does
+        else:
+            self.iam.check(LIST, inode)
         return self.handles.add(Handle(inode, tree_id, ino, is_dir=True))
+
+    def _reply(self, token: pyfuse3.ReaddirToken, name: bytes, tree_id: int, inode: Inode,
+               cookie: int, parent_node: int | None = None) -> bool:
+        """One readdirplus entry; False when the kernel's buffer is full. Entries other
+        than "." and ".." give the kernel a reference (``parent_node`` given)."""
+        attrs = self._attrs(tree_id, inode)
+        if not pyfuse3.readdir_reply(token, name, attrs, cookie):
+            return False
+        if parent_node is not None:
+            self.inodes.remember(attrs.st_ino)
+            self.iam.named(parent_node, name, attrs.st_ino)
+        return True
+
+    def _parent_of(self, tree_id: int, tree: ReadTree, ino: int) -> tuple[int, Inode]:
+        """The tree and inode ".." stands for (across the joints of .snapshots)."""
+        if tree_id == SNAPDIR_TREE:
+            return LIVE_TREE, self.archive.getattr(ROOT_INO)
+        if tree_id != LIVE_TREE and ino == ROOT_INO:
+            return SNAPDIR_TREE, self.snapdir.getattr(ROOT_INO)
+        return tree_id, tree.lookup(ino, b"..")
 
     @_boundary
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
@@ -334,27 +438,41 @@ class CartOperations(pyfuse3.Operations):
         tree_id, tree, ino = self._tree(handle.node)
         pos = start_id
         if pos == 0:
-            if not pyfuse3.readdir_reply(token, b".", self._attrs(tree_id, tree.getattr(ino)), 1):
+            if not self._reply(token, b".", tree_id, tree.getattr(ino), 1):
                 return
             pos = 1
         if pos == 1:
-            parent = tree.lookup(ino, b"..")
-            if not pyfuse3.readdir_reply(token, b"..", self._attrs(tree_id, parent), 2):
+            if not self._reply(token, b"..", *self._parent_of(tree_id, tree, ino), 2):
                 return
             pos = 2
+        if tree_id == SNAPDIR_TREE:
+            for name, snap_tree, root, cookie in self.snapdir.entries(pos):
+                if not self._reply(token, name, snap_tree, root, cookie, handle.node):
+                    return
+            return
+        live_root = tree_id == LIVE_TREE and ino == ROOT_INO
+        if pos < COOKIE and self._readdir_entries(token, handle.node, tree_id, tree, ino,
+                                                  pos, live_root) \
+                and live_root and self.snapdir.visible:
+            self._reply(token, b".snapshots", SNAPDIR_TREE, self.snapdir.getattr(ROOT_INO),
+                        COOKIE, handle.node)
+
+    def _readdir_entries(self, token: pyfuse3.ReaddirToken, node: int, tree_id: int,
+                         tree: ReadTree, ino: int, pos: int, live_root: bool) -> bool:
+        """The directory's own entries from cookie ``pos``; True when all were given."""
         while True:
             entries = tree.readdir(ino, pos, READDIR_BATCH)
             for entry in entries:
+                if live_root and SnapshotDir.is_name(ROOT_INO, entry.name):
+                    continue  # shadowed by the snapshot directory
                 try:
                     inode = tree.getattr(entry.ino)
                 except NotFound:  # removed since the listing was read
                     continue
-                if not pyfuse3.readdir_reply(token, entry.name, self._attrs(tree_id, inode),
-                                             entry.cookie):
-                    return
-                self.inodes.remember(self.inodes.node_of(tree_id, entry.ino))
+                if not self._reply(token, entry.name, tree_id, inode, entry.cookie, node):
+                    return False
             if len(entries) < READDIR_BATCH:
-                return
+                return True
             pos = entries[-1].cookie
 
     @_boundary
@@ -393,13 +511,15 @@ class CartOperations(pyfuse3.Operations):
     async def setxattr(self, inode: int, name: bytes, value: bytes,
                        ctx: pyfuse3.RequestContext) -> None:
         self._xattrs_enabled()
+        ino = self._live(inode)
         if name.startswith(ACL_PREFIX) or name == CAPABILITY:
             # No ACL support: storing the ACL as a plain xattr would silently drop the mode
             # change it stands for (cp -a sets modes this way); EOPNOTSUPP makes tools chmod.
             # File capabilities mean nothing on a nosuid FUSE mount; refusing them lets
             # getxattr answer the kernel's per-write(2) capability probe without a lookup.
             raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
-        self.archive.setxattr(self._live(inode), name, value)
+        self.iam.check(WRITE, inode)
+        self.archive.setxattr(ino, name, value)
 
     @_boundary
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
@@ -407,18 +527,23 @@ class CartOperations(pyfuse3.Operations):
         if name == CAPABILITY:  # asked before every write(2): answer without the core
             raise pyfuse3.FUSEError(errno.ENODATA)
         _, tree, ino = self._tree(inode)
+        if not name.startswith(PROBED_XATTRS):
+            self.iam.check(READ, inode)
         return tree.getxattr(ino, name)
 
     @_boundary
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
         self._xattrs_enabled()
         _, tree, ino = self._tree(inode)
+        self.iam.check(READ, inode)
         return tree.listxattr(ino)
 
     @_boundary
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         self._xattrs_enabled()
-        self.archive.removexattr(self._live(inode), name)
+        ino = self._live(inode)
+        self.iam.check(WRITE, inode)
+        self.archive.removexattr(ino, name)
 
     # ---- lifecycle ----------------------------------------------------------------------
 

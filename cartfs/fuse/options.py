@@ -4,7 +4,8 @@ One parser serves the CLI and the ``mount.fuse.cartfs`` helper, so an fstab line
 exactly what ``cartfs mount -o`` does. Options are of three kinds:
 
 * cartfs settings (``ro``, ``uid=``, ``gid=``, ``cache=``, ``commit=``, ``compress=``, the
-  kernel cache knobs ``attr_timeout=``/``entry_timeout=``/``writeback=``, ``key_file=``);
+  kernel cache knobs ``attr_timeout=``/``entry_timeout=``/``writeback=``, ``key_file=``,
+  ``snapdir=hidden|visible``, ``principal=NAME``);
 * options handed to the kernel / libfuse unchanged (``allow_other``, ``allow_root``,
   ``nosuid``, ``nodev``, ``noexec``, ``noatime``, ``auto_unmount``...);
 * options that mean something to ``mount(8)`` or systemd only (``defaults``, ``noauto``,
@@ -18,6 +19,10 @@ cache on, 300 s entry/attribute/negative-lookup timeouts (the daemon is the only
 readahead raised to 1 MiB, reads and writes on the trio thread (``threads=1`` moves big ones
 to worker threads: no gain on 2 cores, since one archive lock serialises them anyway),
 extended attributes on (``xattr=0`` trades them for ~4x faster small writes and ``ls -l``).
+
+``principal=`` and not ``user=``: ``user`` is an fstab keyword, and mount(8) itself may hand
+a helper ``user=LOGIN`` for user mounts, so ``user=`` stays ignored rather than silently
+meaning an IAM identity.
 """
 
 from __future__ import annotations
@@ -74,6 +79,8 @@ class MountSettings:
     xattr: bool = True  # off: ENOSYS, so the kernel skips its getxattr before each write(2)
     read_ahead_kb: int = 1024
     key_file: str | None = None
+    snapdir_visible: bool = False  # like ZFS snapdir=hidden: found by name, not listed
+    principal: str | None = None  # IAM principal every request is checked for (None: off)
     fuse_options: tuple[str, ...] = field(default=())
 
     def kernel_options(self, fsname: str) -> set[str]:
@@ -159,6 +166,7 @@ _VALUED = frozenset({
     "uid", "gid", "cache", "cache_size", "commit", "commit_interval", "compress",
     "compression", "attr_timeout", "entry_timeout", "negative_timeout", "writeback",
     "writeback_cache", "threads", "read_ahead_kb", "key_file", "keyfile", "xattr", "xattrs",
+    "snapdir", "principal",
 })
 
 
@@ -200,4 +208,12 @@ def _apply_valued(s: MountSettings, name: str, value: str | None) -> MountSettin
         return replace(s, read_ahead_kb=int(_number(name, text, int)))
     if name in ("key_file", "keyfile"):
         return replace(s, key_file=text)
+    if name == "snapdir":
+        if text not in ("hidden", "visible"):
+            raise MountOptionError(f"snapdir= takes hidden or visible, not {text!r}")
+        return replace(s, snapdir_visible=text == "visible")
+    if name == "principal":
+        if not text:
+            raise MountOptionError("principal= needs an IAM user name")
+        return replace(s, principal=text)
     raise MountOptionError(f"unknown mount option {name!r}")

@@ -1,0 +1,160 @@
+"""``MOUNT/.snapshots``: every snapshot as a read-only tree, and mkdir/rmdir to make and
+delete them — the way ZFS offers ``.zfs/snapshot``.
+
+Theory of operation
+-------------------
+``.snapshots`` is not in the archive: it is a one-inode pseudo tree (tree id
+``SNAPDIR_TREE``, the fixed node id ``SNAPDIR_NODE``) that :class:`SnapshotDir` answers for.
+Looking it up in the root always works; listing the root shows it only with
+``-o snapdir=visible`` (ZFS's ``snapdir=hidden`` is the default, so ``find``, ``du``,
+``rsync`` and backups of the mount do not walk every snapshot). A real entry of that name in
+the root is shadowed and never listed, and creating one is refused with EEXIST — the name
+exists, as ``stat`` shows.
+
+Each snapshot is a tree of its own: its tree id is the snapshot's id (never reused, so a
+snapshot deleted and made again under the same name gets new node ids), its reader a
+:class:`~cartfs.core.views.SnapshotView` registered in the inode map on first lookup. The
+view re-checks on every call that its snapshot still exists, so a stale node can never read
+pages that have been reused. Snapshot trees never change, so the kernel may cache their
+entries and attributes for long (``SNAPSHOT_TIMEOUT``) and keep their pages.
+
+``mkdir .snapshots/NAME`` takes a snapshot. With the writeback cache, data that
+applications have written may still be dirty in the kernel and not yet sent to us; the
+handler therefore first runs ``syncfs`` on the mount from a worker thread (without the GIL,
+see :mod:`.kernel`) while the trio loop goes on serving the WRITE requests it causes, then
+commits and pins. Captured: everything whose ``write(2)``/``truncate``/metadata call returned
+before the ``mkdir`` began (mmap'ed pages too, as syncfs writes them). Writes that race with
+the ``mkdir`` may or may not be in it.
+
+``rmdir .snapshots/NAME`` deletes the snapshot (pages only it held become free at once; the
+kernel removes the entry itself), drops its tree — its nodes answer ESTALE from then on —
+and asks the kernel to forget what it still caches of them.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Callable
+
+import trio
+
+from cartfs.core.archive import Archive
+from cartfs.core.catalog import ROOT_INO, Inode
+from cartfs.core.errors import InvalidArgument, IsADirectory, NoAttribute, NotFound
+from cartfs.core.namespace import DirEntry
+
+from .inodes import SNAPDIR_NODE, InodeMap, ReadTree
+from .kernel import forget_in_kernel, write_back
+
+NAME = b".snapshots"
+"""The pseudo directory's name in the root of the mount."""
+
+COOKIE = (1 << 63) - 1
+"""readdir position of ``.snapshots`` in a visible root listing: after every real entry."""
+
+SNAPSHOT_TIMEOUT = 86400.0
+"""Entry and attribute timeout for snapshot trees: they never change."""
+
+RESERVED_NAMES = frozenset({"@live"})
+"""Names ``cartfs snapshot diff`` gives a meaning (the live tree): refused here too."""
+
+
+class SnapshotDir:
+    """The ``.snapshots`` directory of one mount: its own attributes (the ReadTree methods,
+    for inode ``ROOT_INO`` of the pseudo tree) and the snapshots below it."""
+
+    def __init__(self, archive: Archive, inodes: InodeMap[ReadTree],
+                 mountpoint: str | None, writing: Callable[[], list[int]], *,
+                 visible: bool) -> None:
+        self.archive = archive
+        self.inodes = inodes
+        self.writing = writing  # node ids of files open for writing (may hold dirty pages)
+        self.mountpoint = mountpoint
+        self.visible = visible
+        self._changed_ns: int | None = None  # mtime/ctime: the last mkdir/rmdir
+
+    @staticmethod
+    def is_name(parent_node: int, name: bytes) -> bool:
+        """Whether ``name`` in ``parent_node`` is the ``.snapshots`` entry of the root."""
+        return parent_node == ROOT_INO and name == NAME
+
+    # ---- the directory itself (ReadTree) --------------------------------------------------
+
+    def getattr(self, ino: int) -> Inode:
+        """Mode 0755 owned like the root, so its owner may mkdir/rmdir snapshots through the
+        kernel's permission check; nlink 2 + one per snapshot (each is a subdirectory)."""
+        root = self.archive.getattr(ROOT_INO)
+        snapshots = self.archive.list_snapshots()
+        if self._changed_ns is None:
+            created = [s.created_ns for s in snapshots]
+            self._changed_ns = max(created, default=root.btime_ns or root.ctime_ns)
+        return Inode(ino=ROOT_INO, mode=stat.S_IFDIR | 0o755, uid=root.uid, gid=root.gid,
+                     nlink=2 + len(snapshots), atime_ns=self._changed_ns, mtime_ns=self._changed_ns,
+                     ctime_ns=self._changed_ns, btime_ns=root.btime_ns)
+
+    def lookup(self, parent: int, name: str | bytes) -> Inode:
+        raise NotFound("snapshots are looked up with SnapshotDir.open")
+
+    def readdir(self, ino: int, after: int = 0, limit: int = 1 << 30) -> list[DirEntry]:
+        return []  # listed with SnapshotDir.entries: its entries belong to other trees
+
+    def read(self, ino: int, offset: int, size: int) -> bytes:
+        raise IsADirectory(".snapshots is a directory")
+
+    def readlink(self, ino: int) -> bytes:
+        raise InvalidArgument(".snapshots is not a symbolic link")
+
+    def getxattr(self, ino: int, name: str | bytes) -> bytes:
+        raise NoAttribute("no such attribute")
+
+    def listxattr(self, ino: int) -> list[bytes]:
+        return []
+
+    # ---- the snapshots in it --------------------------------------------------------------
+
+    def open(self, name: bytes) -> tuple[int, Inode]:
+        """(tree id, root inode) of snapshot ``name``, registering its tree on first use."""
+        view = self.archive.snapshot(os.fsdecode(name))
+        tree_id = view.info.id
+        if self.inodes.tree(tree_id) is None:
+            self.inodes.add_tree(tree_id, view)
+        tree = self.inodes.tree(tree_id)
+        assert tree is not None
+        return tree_id, tree.getattr(ROOT_INO)
+
+    def entries(self, after: int) -> list[tuple[bytes, int, Inode, int]]:
+        """(name, tree id, root inode, cookie) of each snapshot past readdir cookie
+        ``after``. The cookie is the snapshot id + 2 (ids start at 1; 1 and 2 are "." and
+        ".."), so a listing resumes correctly while snapshots come and go."""
+        out = []
+        for info in sorted(self.archive.list_snapshots(), key=lambda s: s.id):
+            if info.id + 2 <= after:
+                continue
+            name = os.fsencode(info.name)
+            try:
+                tree_id, root = self.open(name)
+            except NotFound:  # deleted meanwhile
+                continue
+            out.append((name, tree_id, root, info.id + 2))
+        return out
+
+    async def create(self, name: bytes) -> tuple[int, Inode]:
+        """``mkdir .snapshots/NAME``: flush the kernel's dirty pages, then snapshot."""
+        text = os.fsdecode(name)
+        if text in RESERVED_NAMES:
+            raise InvalidArgument(f"{text!r} is reserved (it means the live tree)")
+        if self.mountpoint is not None and self.archive.writable:
+            await trio.to_thread.run_sync(write_back, self.mountpoint, self.writing())
+        await trio.to_thread.run_sync(self.archive.create_snapshot, text)
+        self._changed_ns = time.time_ns()
+        return self.open(name)
+
+    async def delete(self, name: bytes) -> None:
+        """``rmdir .snapshots/NAME``: delete it, drop its tree, clear the kernel's caches."""
+        info = self.archive.snapshot(os.fsdecode(name)).info
+        await trio.to_thread.run_sync(self.archive.delete_snapshot, info.name)
+        self._changed_ns = time.time_ns()
+        nodes = self.inodes.drop_tree(info.id)
+        forget_in_kernel(SNAPDIR_NODE, name, nodes)
