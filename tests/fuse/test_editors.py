@@ -8,7 +8,12 @@ import mmap
 import multiprocessing
 import os
 import subprocess
+import time
 from pathlib import Path
+
+import pytest
+
+from cartfs.core.archive import Archive
 
 from .conftest import Mounts, fsck_ok
 
@@ -155,3 +160,34 @@ def test_times_modes_links(mounted: Path) -> None:
     os.symlink("f", mounted / "sym")
     assert os.readlink(mounted / "sym") == "f"
     assert (mounted / "sym").read_text() == "x"
+
+
+@pytest.mark.parametrize("writeback", ["1", "0"])
+def test_write_mtime_reaches_the_archive(mounts: Mounts, writeback: str) -> None:
+    """Writeback cache on: the kernel sets mtime/ctime on write(2) and hands them over
+    (SETATTR) on close, while the daemon's writes leave times alone (Archive.write with
+    touch=False), so the stored mtime is exactly the one stat showed. Off: the daemon
+    stamps them itself on each write."""
+    archive = mounts.archive()
+    mnt = mounts.mount(archive, options=[f"writeback={writeback}"])
+    f = mnt / "f"
+    f.write_bytes(b"a")
+    created = f.stat().st_mtime_ns
+    time.sleep(0.05)
+    with open(f, "ab") as fh:
+        fh.write(b"b" * 100_000)
+    seen = f.stat()
+    assert seen.st_mtime_ns > created and seen.st_size == 100_001
+    preserved = 1_000_000_000_123_456_789
+    with open(mnt / "copy", "wb") as fh:  # cp -p / rsync: write, set times, close
+        fh.write(os.urandom(4 << 20))
+        os.utime(fh.fileno(), ns=(preserved, preserved))
+    mounts.unmount()
+    with Archive.open(archive, readonly=True) as a:
+        stored = a.stat("/f")
+        assert a.stat("/copy").mtime_ns == preserved
+    assert stored.size == 100_001
+    if writeback == "1":
+        assert stored.mtime_ns == seen.st_mtime_ns
+    else:
+        assert stored.mtime_ns >= seen.st_mtime_ns > created

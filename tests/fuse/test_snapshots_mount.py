@@ -107,7 +107,7 @@ def test_snapshot_reads_back_as_taken_while_live_tree_changes(mounts: Mounts,
                     (mnt / f"dir2/file{i % 15}.txt").unlink()
                 os.chmod(mnt / "script.sh", 0o700 if i % 2 else 0o755)
                 i += 1
-        except BaseException as exc:  # noqa: BLE001 (reported by the main thread)
+        except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
     worker = threading.Thread(target=churn)
