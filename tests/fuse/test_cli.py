@@ -64,9 +64,25 @@ def test_help() -> None:
     for args in (["mount", "--help"], ["umount", "--help"]):
         proc = run_cli(*args)
         assert "usage:" in proc.stdout
+    mount_help = run_cli("mount", "--help").stdout
+    for option in ("xattr=0", "337 MB/s", "snapdir=visible", "principal=NAME"):
+        assert option in mount_help
     out = subprocess.run([sys.executable, "-m", "cartfs.cli.mount_helper", "--help"],
                          capture_output=True, text=True, check=True).stdout
     assert "mount.fuse.cartfs" in out
+
+
+def test_other_commands_do_not_load_the_fuse_machinery(tmp_path: Path) -> None:
+    """pyfuse3 and trio cost ~0.2 s to import: only mount/umount may pay it."""
+    archive = tmp_path / "a.cart"
+    Archive.create(archive).close()
+    probe = ("import sys\nfrom cartfs.cli.main import main\ntry:\n    main(sys.argv[1:])\n"
+             "finally:\n    loaded = sorted({'pyfuse3', 'trio'} & set(sys.modules))\n"
+             "    print('LOADED', loaded, file=sys.stderr)\n")
+    for argv in (["info", str(archive)], ["ls", str(archive)], ["--help"]):
+        proc = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True,
+                              text=True, check=False)
+        assert "LOADED []" in proc.stderr, (argv, proc.stderr[-2000:])
 
 
 def test_frozen_archive_mounts_read_only(mounts: Mounts, tmp_path: Path) -> None:
