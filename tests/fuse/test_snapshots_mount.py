@@ -340,3 +340,70 @@ def test_snapshot_xattr_tools_and_read_only_mount(mounts: Mounts) -> None:
     raises(errno.EROFS, os.mkdir, mnt / ".snapshots" / "new")
     assert (mnt / ".snapshots" / "s" / "f").read_bytes() == b"x"
     mounts.unmount()
+
+
+def _snapshots_under_load(mnt: Path, rounds: int) -> None:
+    """Writers stream into files and a shared mapping while snapshots are taken, read and
+    deleted: no deadlock (mkdir waits for the kernel's write-back, which needs the daemon
+    free to serve it) and every snapshot of a file is one writer's bytes only."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer(k: int) -> None:
+        fd = os.open(mnt / f"w{k}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            block = bytes([65 + k]) * 65536
+            while not stop.is_set():
+                os.write(fd, block)
+                if os.lseek(fd, 0, os.SEEK_CUR) > 32 << 20:
+                    os.lseek(fd, 0, os.SEEK_SET)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+        finally:
+            os.close(fd)
+
+    def mapper() -> None:
+        (mnt / "mapped").write_bytes(b"\0" * (4 << 20))
+        fd = os.open(mnt / "mapped", os.O_RDWR)
+        region = mmap.mmap(fd, 4 << 20)
+        i = 0
+        while not stop.is_set():
+            region[(i * 4096) % (4 << 20)] = i % 256
+            i += 1
+        region.close()
+        os.close(fd)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(2)]
+    threads.append(threading.Thread(target=mapper))
+    for t in threads:
+        t.start()
+    try:
+        for i in range(rounds):
+            os.mkdir(mnt / ".snapshots" / f"s{i}")
+            for k in range(2):
+                data = (mnt / ".snapshots" / f"s{i}" / f"w{k}").read_bytes()
+                assert data == bytes([65 + k]) * len(data)
+            if i >= 3:
+                os.rmdir(mnt / ".snapshots" / f"s{i - 3}")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    assert sorted(os.listdir(mnt / ".snapshots")) == \
+        sorted(f"s{i}" for i in range(max(0, rounds - 3), rounds))
+
+
+def test_snapshots_while_writers_stream(mounts: Mounts) -> None:
+    archive = mounts.archive()
+    _snapshots_under_load(mounts.mount(archive), rounds=6)
+    mounts.unmount()
+    fsck_ok(archive)
+
+
+@pytest.mark.soak
+def test_snapshots_while_writers_stream_soak(mounts: Mounts) -> None:
+    archive = mounts.archive()
+    _snapshots_under_load(mounts.mount(archive), rounds=300)
+    mounts.unmount()
+    fsck_ok(archive)
