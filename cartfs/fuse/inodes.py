@@ -19,7 +19,9 @@ hands out ids above it. :meth:`InodeMap.resolve` turns any node id back into
 ``(tree, inode)``.
 
 A table entry lives while the kernel holds references to it and goes at ``forget``; node ids
-are never reused, so a stale id can never reach another file. Dropping a tree (a deleted
+are never reused, so a stale id can never reach another file. Ids handed out in replies that
+give the kernel no reference (a readdir's "..", an entry that did not fit the buffer) stay
+until their tree is dropped: at most one per inode of that snapshot. Dropping a tree (a deleted
 snapshot) removes its entries at once: later requests for them answer ESTALE.
 """
 

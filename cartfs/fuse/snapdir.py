@@ -20,11 +20,13 @@ entries and attributes for long (``SNAPSHOT_TIMEOUT``) and keep their pages.
 
 ``mkdir .snapshots/NAME`` takes a snapshot. With the writeback cache, data that
 applications have written may still be dirty in the kernel and not yet sent to us; the
-handler therefore first runs ``syncfs`` on the mount from a worker thread (without the GIL,
-see :mod:`.kernel`) while the trio loop goes on serving the WRITE requests it causes, then
-commits and pins. Captured: everything whose ``write(2)``/``truncate``/metadata call returned
-before the ``mkdir`` began (mmap'ed pages too, as syncfs writes them). Writes that race with
-the ``mkdir`` may or may not be in it.
+handler therefore first has the kernel write back, from a worker thread while the trio loop
+goes on serving the WRITE requests that causes (:func:`.kernel.write_back`: ``syncfs``, then
+waiting on the pages of every file open for writing, since syncfs alone does not wait for a
+FUSE daemon), and only then commits and pins. Captured: everything whose ``write(2)``,
+``truncate`` or metadata call returned before the ``mkdir`` began, and pages dirtied through
+shared mappings before it. Writes racing with the ``mkdir`` may or may not be in it. Cost:
+the kernel's cached pages of files open for writing are dropped (read again on demand).
 
 ``rmdir .snapshots/NAME`` deletes the snapshot (pages only it held become free at once; the
 kernel removes the entry itself), drops its tree — its nodes answer ESTALE from then on —
