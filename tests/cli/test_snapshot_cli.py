@@ -1,7 +1,7 @@
 """``cartfs snapshot create | list | delete | restore | diff`` as real processes: what they
 print, what they change, and one clear line (never a traceback) for every mistake. Also
 the mounted path: while the mount daemon holds the archive, create/list/delete go through
-``MOUNT/.snapshots`` (skipped until the mount offers it) and restore/diff ask for an unmount.
+``MOUNT/.snapshots`` and restore/diff ask for an unmount.
 
 Independent commands run a few at a time (each is a Python process start), so the whole file
 stays quick.
@@ -249,16 +249,13 @@ def test_restore_and_diff_of_a_mounted_archive_ask_for_an_unmount(mounted: Mount
     assert_one_line_error(restore, "mounted at", str(mounted.mountpoint), "unmount")
     assert_one_line_error(diff, "mounted at", "unmount")
     assert_one_line_error(vacuum, "unmount")
-    if not (mounted.mountpoint / ".snapshots").is_dir():
-        create = run_cartfs("snapshot", "create", mounted.archive, "s")
-        assert_one_line_error(create, "does not offer .snapshots/", "unmount")
+    assert (mounted.mountpoint / ".snapshots").is_dir()  # create/list/delete go through it
 
 
 @pytest.mark.fuse
 def test_snapshots_of_a_mounted_archive_go_through_dot_snapshots(mounted: Mount) -> None:
     snapdir = mounted.mountpoint / ".snapshots"
-    if not snapdir.is_dir():
-        pytest.skip("the mount does not offer .snapshots/ yet")
+    assert snapdir.is_dir()
     (mounted.mountpoint / "while-mounted.txt").write_bytes(b"written through the mount")
     created = ok(run_cartfs("snapshot", "create", mounted.archive, "live1"))
     assert "through the mount" in created.out
