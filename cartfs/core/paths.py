@@ -88,24 +88,12 @@ class PathHelpers:
                 if hops > MAX_SYMLINK_HOPS:
                     raise TooManySymlinks("too many levels of symbolic links")
                 target = self.readlink(child.ino)
-                base = [] if target.startswith(b"/") else self._path_of(inode.ino)
+                base = [] if target.startswith(b"/") else parts[:i]  # resolves to `inode`
                 child = self._resolve_parts(base + split_path(target) + parts[i + 1:],
                                             follow=follow, hops=hops)
                 return child
             inode = child
         return inode
-
-    def _path_of(self, dir_ino: int) -> list[bytes]:
-        """Components of a directory's path, found by walking parents up to the root."""
-        parts: list[bytes] = []
-        while dir_ino != ROOT_INO:
-            parent = self.getattr(dir_ino).parent or ROOT_INO
-            name = next((e.name for e in self.readdir(parent) if e.ino == dir_ino), None)
-            if name is None:
-                raise NotFound("directory is no longer linked")
-            parts.append(name)
-            dir_ino = parent
-        return parts[::-1]
 
     def realpath(self, path: str | bytes, *, follow: bool = True,
                  missing_ok: bool = False) -> str:
@@ -225,14 +213,17 @@ class PathHelpers:
             raise AlreadyExists("/: file exists")
         if parents:
             inode = self.getattr(ROOT_INO)
-            for part in parts:
+            for i, part in enumerate(parts):
                 try:
+                    found = self.lookup(inode.ino, part)
+                except NotFound:
                     inode = self.mkdir(inode.ino, part, mode)
-                except AlreadyExists:
-                    inode = self._resolve_parts([*split_path(self._path_str(inode)), part],
-                                                follow=True)
-                    if not inode.is_dir:
-                        raise NotADirectory(f"{os.fsdecode(part)}: not a directory") from None
+                    continue
+                if found.is_symlink:  # mkdir -p follows links to directories
+                    found = self._resolve_parts(parts[:i + 1], follow=True)
+                if not found.is_dir:
+                    raise NotADirectory(f"{os.fsdecode(part)}: not a directory")
+                inode = found
             return inode
         parent, name = self._parent_dir(path)
         try:
@@ -242,9 +233,6 @@ class PathHelpers:
             if exist_ok and existing.is_dir:
                 return existing
             raise
-
-    def _path_str(self, directory: Inode) -> bytes:
-        return b"/" + b"/".join(self._path_of(directory.ino))
 
     def remove(self, path: str | bytes, *, recursive: bool = False) -> None:
         """rm / rmdir / rm -r (never follows a final symlink)."""
