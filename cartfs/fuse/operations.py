@@ -122,8 +122,10 @@ class CartOperations(pyfuse3.Operations):
         self.iam = access_for(archive, settings.principal)
         self._codec = settings.compression \
             if settings.compression not in (None, archive.compression) else None
-        # The kernel owns mtime/ctime under the writeback cache: a daemon-made mtime would
-        # make it drop the file's cached pages (fuse-notes item 3).
+        # Under the writeback cache the kernel owns mtime/ctime and sends its own with a
+        # SETATTR after writing pages back; a daemon-made stamp would only be a second,
+        # different mtime, committed if a commit falls between the two (and one inode
+        # update more per write). Without it, the daemon stamps them (touch=True).
         self._write = functools.partial(archive.write, touch=not self.enable_writeback_cache)
 
     # ---- helpers ------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import os
 import select
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -147,7 +147,11 @@ class Embedded:
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
         mounts.mountpoints.append(self.mnt)
         mounts.daemons.append(self.proc)  # type: ignore[arg-type]
-        assert self._line() == "ready", self.log.read_text()
+        try:
+            assert self._line() == "ready", self.log.read_text()
+        except BaseException:
+            self.close_pipes()
+            raise
 
     def _line(self, timeout: float = 30) -> str:
         out: IO[str] | None = self.proc.stdout
@@ -167,9 +171,30 @@ class Embedded:
         assert self.proc.wait(timeout=60) == 0
         return self.log.read_text()
 
+    def close_pipes(self) -> None:
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
 
-def test_policy_change_while_mounted_takes_effect(mounts: Mounts, archive: Path) -> None:
-    daemon = Embedded(mounts, archive, ["principal=alice"])
+
+@pytest.fixture
+def embedded(mounts: Mounts, archive: Path) -> Iterator[Callable[[list[str]], Embedded]]:
+    """Start embedded daemons; their pipes are closed whatever happens (the mounts fixture
+    then unmounts and waits for them)."""
+    started: list[Embedded] = []
+
+    def start(options: list[str]) -> Embedded:
+        started.append(Embedded(mounts, archive, options))
+        return started[-1]
+
+    yield start
+    for daemon in started:
+        daemon.close_pipes()
+
+
+def test_policy_change_while_mounted_takes_effect(
+        embedded: Callable[[list[str]], Embedded], archive: Path) -> None:
+    daemon = embedded(["principal=alice"])
     readme = daemon.mnt / "shared" / "readme"
     denied(readme.read_bytes)
     denied(os.listdir, daemon.mnt / "shared")
