@@ -745,7 +745,13 @@ class Archive(PathHelpers):
     @_locked
     def manifest(self) -> dict[str, Any]:
         raw = self._system.get(MANIFEST_KEY)
-        data: dict[str, Any] = json.loads(raw) if raw else {}
+        try:
+            data = json.loads(raw) if raw else {}
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+            raise CorruptArchive(f"manifest does not decode: {exc}", kind="system tree") \
+                from None
+        if not isinstance(data, dict):
+            raise CorruptArchive("manifest is not an object", kind="system tree")
         return data
 
     @_writing

@@ -17,14 +17,15 @@ stored as given (SigV4 needs them); in an encrypted archive the system tree is s
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import secrets
 import string
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
 from .errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
 from .iam import Decision, DecisionCache, Policy, decision_key, evaluate
@@ -36,6 +37,8 @@ USER_PREFIX = b"iam/user/"
 KEY_PREFIX = b"iam/key/"
 POLICY_PREFIX = b"iam/policy/"
 GENERATION_KEY = b"iam/generation"
+P = ParamSpec("P")
+R = TypeVar("R")
 _NAME = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,64}$")
 
 
@@ -66,8 +69,18 @@ class AccessKey:
     active: bool
 
 
+def _locked(method: Callable[Concatenate[IamStore, P], R]) -> Callable[Concatenate[IamStore, P], R]:
+    """Every public method runs under the archive's lock, so the mount daemon, a server or
+    any embedding program may change policies while other threads use the archive."""
+    @functools.wraps(method)
+    def wrapper(self: IamStore, *args: P.args, **kwargs: P.kwargs) -> R:
+        with self.archive._lock:
+            return method(self, *args, **kwargs)
+    return cast("Callable[Concatenate[IamStore, P], R]", wrapper)
+
+
 class IamStore:
-    """The archive's IAM records and the decision cache; callers hold the archive lock."""
+    """The archive's IAM records and the decision cache (thread-safe)."""
 
     def __init__(self, archive: Archive) -> None:
         self.archive = archive
@@ -100,6 +113,7 @@ class IamStore:
 
     # ---- users and keys ---------------------------------------------------------------------
 
+    @_locked
     def add_user(self, name: str) -> User:
         key = USER_PREFIX + _check_name("user", name)
         if name in (".", ".."):  # ${aws:username} never stands for these (a path segment)
@@ -112,16 +126,19 @@ class IamStore:
         self._changed()
         return self.get_user(name)
 
+    @_locked
     def get_user(self, name: str) -> User:
         data = self._get_json(USER_PREFIX + _check_name("user", name))
         if data is None:
             raise NotFound(f"no user named {name!r}")
         return User(data["name"], data["created"], tuple(data["policies"]), tuple(data["keys"]))
 
+    @_locked
     def list_users(self) -> list[User]:
         return [self.get_user(k[len(USER_PREFIX):].decode())
                 for k, _ in self._tree.items(USER_PREFIX, _prefix_end(USER_PREFIX))]
 
+    @_locked
     def delete_user(self, name: str) -> None:
         user = self.get_user(name)
         for key_id in user.access_keys:
@@ -129,6 +146,7 @@ class IamStore:
         self._tree.delete(USER_PREFIX + name.encode())
         self._changed()
 
+    @_locked
     def create_access_key(self, user: str) -> AccessKey:
         """A new access key id and secret (the secret is shown once by the CLI)."""
         data = self._get_json(USER_PREFIX + _check_name("user", user))
@@ -145,6 +163,7 @@ class IamStore:
         self._changed()
         return AccessKey(key_id, user, secret, now, True)
 
+    @_locked
     def access_key(self, key_id: str) -> AccessKey:
         """Look up a key (for request signatures); NotFound if unknown."""
         data = self._get_json(KEY_PREFIX + key_id.encode())
@@ -153,6 +172,7 @@ class IamStore:
         return AccessKey(key_id, data["user"], data["secret"], data["created"],
                          data["status"] == "Active")
 
+    @_locked
     def delete_access_key(self, key_id: str) -> None:
         key = self.access_key(key_id)
         data = self._get_json(USER_PREFIX + key.user.encode())
@@ -164,6 +184,7 @@ class IamStore:
 
     # ---- policies ---------------------------------------------------------------------------
 
+    @_locked
     def put_policy(self, name: str, document: str | bytes) -> Policy:
         """Store (create or replace) a policy after validating it."""
         key = POLICY_PREFIX + _check_name("policy", name)
@@ -172,6 +193,7 @@ class IamStore:
         self._changed()
         return policy
 
+    @_locked
     def get_policy(self, name: str) -> Policy:
         cached = self._policies.get(name)
         if cached is not None:
@@ -182,13 +204,16 @@ class IamStore:
         policy = self._policies[name] = Policy.from_json(raw, name=name)
         return policy
 
+    @_locked
     def list_policies(self) -> list[str]:
         return [k[len(POLICY_PREFIX):].decode()
                 for k, _ in self._tree.items(POLICY_PREFIX, _prefix_end(POLICY_PREFIX))]
 
+    @_locked
     def has_policies(self) -> bool:
         return self._tree.first_in(POLICY_PREFIX, _prefix_end(POLICY_PREFIX)) is not None
 
+    @_locked
     def delete_policy(self, name: str) -> None:
         self.get_policy(name)
         holders = [u.name for u in self.list_users() if name in u.policies]
@@ -198,6 +223,7 @@ class IamStore:
         self._tree.delete(POLICY_PREFIX + name.encode())
         self._changed()
 
+    @_locked
     def attach(self, user: str, policy: str) -> None:
         self.get_policy(policy)
         data = self._get_json(USER_PREFIX + _check_name("user", user))
@@ -208,6 +234,7 @@ class IamStore:
             self._put_json(USER_PREFIX + user.encode(), data)
             self._changed()
 
+    @_locked
     def detach(self, user: str, policy: str) -> None:
         data = self._get_json(USER_PREFIX + _check_name("user", user))
         if data is None:
@@ -220,6 +247,7 @@ class IamStore:
 
     # ---- decisions --------------------------------------------------------------------------
 
+    @_locked
     def decide(self, user: str, action: str, resource: str,
                context: Mapping[str, str | Sequence[str]] | None = None) -> Decision:
         """Allow or deny, and why. No policies in the archive at all = IAM off (allow)."""
@@ -246,6 +274,7 @@ class IamStore:
         self._cache.put(key, generation, decision)
         return decision
 
+    @_locked
     def enforce(self, user: str, action: str, resource: str,
                 context: Mapping[str, str | Sequence[str]] | None = None) -> Decision:
         decision = self.decide(user, action, resource, context)
