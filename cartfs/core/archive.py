@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import threading
 import time
@@ -48,6 +49,7 @@ from .errors import (
     IntegrityError,
     InvalidArgument,
     IsADirectory,
+    NoSpace,
     PassphraseRequired,
     ReadOnly,
 )
@@ -89,6 +91,7 @@ from .vacuum import vacuum as vacuum_archive
 from .views import Change, SnapshotView, diff_trees
 from .xattrs import XattrStore
 
+log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 Name = str | bytes
@@ -116,22 +119,19 @@ def _writing(method: Callable[Concatenate[Archive, P], R]) -> Callable[Concatena
     interrupt, a damaged page met in the middle of a change — the in-memory state may be half
     changed, so the archive refuses to commit it (close() commits nothing after that); the
     last commit stays intact on disk. Errors raised before anything changes (validation,
-    NoSpace from a reservation) leave the archive usable."""
+    NoSpace from a reservation) leave the archive usable: the trees, file data and inodes
+    count their changes, so "before anything changed" is a fact, not an assumption."""
     @functools.wraps(method)
     def wrapper(self: Archive, *args: P.args, **kwargs: P.kwargs) -> R:
         with self._lock:
             if self._closed:
                 raise ArchiveClosed("archive is closed")
             self._check_writable()
+            before = self._mutations()
             try:
                 return method(self, *args, **kwargs)
-            except CorruptArchive as exc:
-                self._broken = self._broken or exc
-                raise
-            except CartError:
-                raise
             except BaseException as exc:
-                self._broken = self._broken or exc
+                self._fail_if_changed(exc, before)
                 raise
     return cast("Callable[Concatenate[Archive, P], R]", wrapper)
 
@@ -382,6 +382,16 @@ class Archive(PathHelpers):
             return True
         return False
 
+    def _mutations(self) -> int:
+        return (self._catalog.version + self._system.version + self._chunks.version
+                + self._ns.version)
+
+    def _fail_if_changed(self, exc: BaseException, before: int) -> None:
+        """After an exception: refuse to commit a state a call may have left half changed."""
+        clean = isinstance(exc, CartError) and not isinstance(exc, CorruptArchive)
+        if not clean or self._mutations() != before:
+            self._broken = self._broken or exc
+
     def _has_changes(self) -> bool:
         return (self._meta_dirty or self._ns.dirty or self._catalog.is_dirty
                 or self._system.is_dirty or self._chunks.is_dirty())
@@ -401,9 +411,15 @@ class Archive(PathHelpers):
         # Everything that can run out of space happens before the point of no return and
         # leaves a consistent (uncommitted) state: data takes its pages first, then the
         # pages for nodes and the allocator state are reserved (NoSpace changes nothing).
-        self._ns.flush()
-        self._chunks.flush(self._codec_for, self._size_of)
-        self._alloc.reserve(self._commit_pages())
+        try:
+            self._ns.flush()
+            self._chunks.flush(self._codec_for, self._size_of)
+            self._alloc.reserve(self._commit_pages())
+        except NoSpace:
+            raise
+        except BaseException as exc:
+            self._broken = self._broken or exc
+            raise
         try:
             catalog = self._catalog.write_out()
             system = self._system.write_out()
@@ -453,7 +469,12 @@ class Archive(PathHelpers):
         self._uncommitted += nbytes
         if (self._uncommitted >= self.options.commit_bytes
                 or time.monotonic() - self._last_commit >= self.options.commit_interval):
-            self._commit()
+            try:
+                self._commit()
+            except NoSpace:
+                # The change itself succeeded; the commit is retried at the next threshold
+                # or sync(), which report the full disk.
+                log.warning("automatic commit postponed: the disk is full")
 
     def _flush_if_needed(self) -> None:
         """Bound dirty memory: encode chunks early (without syncing) past flush_bytes."""
@@ -488,7 +509,6 @@ class Archive(PathHelpers):
                 gid: int | None = None, size: int | None = None, atime_ns: int | None = None,
                 mtime_ns: int | None = None, ctime_ns: int | None = None) -> Inode:
         """chmod, chown, truncate and utimens in one call (None leaves a field alone)."""
-        self._check_writable()
         if size is not None:
             self._truncate(ino, size)
         inode = self._ns.setattr(ino, mode=mode, uid=uid, gid=gid, atime_ns=atime_ns,
@@ -498,7 +518,6 @@ class Archive(PathHelpers):
 
     def _make(self, parent: int, name: Name, mode: int, uid: int | None, gid: int | None,
               rdev: int = 0) -> Inode:
-        self._check_writable()
         inode = self._ns.make(parent, _name(name), mode,
                               os.getuid() if uid is None else uid,
                               os.getgid() if gid is None else gid, rdev)
@@ -523,7 +542,6 @@ class Archive(PathHelpers):
         ``link(ino, parent, name, replace=True)`` publishes it atomically and ``unpin``
         lets it go. If the process dies first, the next writable open reclaims it, so a
         half-written file never appears under a name."""
-        self._check_writable()
         inode = self._ns.make_unlinked(0o100000 | (mode & 0o7777),
                                        os.getuid() if uid is None else uid,
                                        os.getgid() if gid is None else gid)
@@ -545,7 +563,6 @@ class Archive(PathHelpers):
     @_writing
     def symlink(self, parent: int, name: Name, target: Name, uid: int | None = None,
                 gid: int | None = None) -> Inode:
-        self._check_writable()
         inode = self._ns.symlink(parent, _name(name), _name(target),
                                  os.getuid() if uid is None else uid,
                                  os.getgid() if gid is None else gid)
@@ -562,9 +579,9 @@ class Archive(PathHelpers):
         """A new name for ``ino``. ``replace=True`` atomically replaces an existing
         non-directory of that name (as rename does); linking an unlinked file gives it its
         first name."""
-        self._check_writable()
         name = _name(new_name)
         if replace:
+            self._ns.check_link(ino, new_parent, name)  # refuse before removing anything
             existing = self._ns.child(new_parent, name)
             if existing is not None and existing[0] != ino:
                 self._drop_if_unused(self._ns.unlink(new_parent, name))
@@ -576,14 +593,12 @@ class Archive(PathHelpers):
 
     @_writing
     def unlink(self, parent: int, name: Name) -> None:
-        self._check_writable()
         inode = self._ns.unlink(parent, _name(name))
         self._drop_if_unused(inode)
         self._after_change()
 
     @_writing
     def rmdir(self, parent: int, name: Name) -> None:
-        self._check_writable()
         inode = self._ns.rmdir(parent, _name(name))
         self._drop_if_unused(inode)
         self._after_change()
@@ -592,7 +607,6 @@ class Archive(PathHelpers):
     def rename(self, old_parent: int, old_name: Name, new_parent: int, new_name: Name,
                flags: int = 0) -> None:
         """rename(2) with RENAME_NOREPLACE (1) and RENAME_EXCHANGE (2)."""
-        self._check_writable()
         victim = self._ns.rename(old_parent, _name(old_name), new_parent, _name(new_name),
                                  flags)
         if victim is not None:
@@ -622,9 +636,14 @@ class Archive(PathHelpers):
         self._pins.pop(ino, None)
         if self.writable and self._broken is None and self._ns.exists(ino) \
                 and self._ns.get(ino).nlink == 0:
-            self._ns.delete_inode(ino)
-            self._catalog.delete(orphan_key(ino))
-            self._after_change()
+            before = self._mutations()
+            try:
+                self._ns.delete_inode(ino)
+                self._catalog.delete(orphan_key(ino))
+                self._after_change()
+            except BaseException as exc:
+                self._fail_if_changed(exc, before)
+                raise
 
     @_locked
     def read(self, ino: int, offset: int, size: int) -> bytes:
@@ -643,7 +662,6 @@ class Archive(PathHelpers):
 
         ``touch=False`` leaves mtime/ctime alone: a FUSE mount with the kernel's writeback
         cache sets them itself (a daemon-made mtime would make the kernel drop its cache)."""
-        self._check_writable()
         inode = self._ns.get(ino)
         if inode.is_dir:
             raise IsADirectory("is a directory")
@@ -678,7 +696,6 @@ class Archive(PathHelpers):
 
     @_writing
     def truncate(self, ino: int, size: int) -> Inode:
-        self._check_writable()
         self._truncate(ino, size)
         self._after_change()
         return self._ns.get(ino)
@@ -699,20 +716,17 @@ class Archive(PathHelpers):
     @_writing
     def setxattr(self, ino: int, name: Name, value: bytes, flags: int = 0) -> None:
         """flags: XATTR_CREATE (1) fails if present, XATTR_REPLACE (2) if absent."""
-        self._check_writable()
         self._ns.setxattr(ino, _name(name), bytes(value), flags)
         self._after_change()
 
     @_writing
     def removexattr(self, ino: int, name: Name) -> None:
-        self._check_writable()
         self._ns.removexattr(ino, _name(name))
         self._after_change()
 
     @_writing
     def set_codec(self, ino: int, codec: str | None) -> Inode:
         """Per-file compression override (None = archive default); applies to new writes."""
-        self._check_writable()
         if codec is not None and codec not in CODEC_BY_NAME:
             raise InvalidArgument(f"unknown compression {codec!r}")
         inode = self._ns.get(ino)
@@ -758,7 +772,6 @@ class Archive(PathHelpers):
     def set_manifest(self, *, slug: str | None = None, title: str | None = None,
                      description: str | None = None, author: str | None = None) -> None:
         """Change the manifest fields given (None leaves a field alone)."""
-        self._check_writable()
         data = self.manifest()
         changes = {"slug": slug, "title": title, "description": description, "author": author}
         data.update({k: v for k, v in changes.items() if v is not None})
@@ -790,7 +803,6 @@ class Archive(PathHelpers):
         slots are rewritten, so the old passphrase no longer opens this file). Data sealed
         under the same data key stays readable by anyone who kept an old copy of the file and
         its old passphrase: to revoke that, freeze or copy into a new archive."""
-        self._check_writable()
         sealer = self._pager.sealer
         if sealer is None:
             raise InvalidArgument("archive is not encrypted")
@@ -817,7 +829,6 @@ class Archive(PathHelpers):
     @_writing
     def create_snapshot(self, name: str) -> SnapshotInfo:
         """Pin the current state (committed first) as a read-only snapshot; O(1)."""
-        self._check_writable()
         return snapshots.create_snapshot(self, name)
 
     @_locked
@@ -832,14 +843,12 @@ class Archive(PathHelpers):
     @_writing
     def delete_snapshot(self, name: str) -> None:
         """Forget a snapshot and free the pages only it held."""
-        self._check_writable()
         snapshots.delete_snapshot(self, name)
 
     @_writing
     def restore_snapshot(self, name: str) -> None:
         """Make a snapshot's tree the live tree (all snapshots stay). Refused while files
         are open, since their handles would point into the tree being replaced."""
-        self._check_writable()
         if self._pins:
             raise ArchiveBusy("files are open (is the archive mounted?); close them first")
         snapshots.restore_snapshot(self, name)
@@ -854,7 +863,6 @@ class Archive(PathHelpers):
     def vacuum(self, progress: Callable[[int, int], None] | None = None) -> VacuumResult:
         """Move live pages down and shrink the file; crash-safe at every step, and fine
         while files are open (inode numbers and contents do not change)."""
-        self._check_writable()
         return vacuum_archive(self, progress)
 
     def freeze(self, dest: str | os.PathLike[str], *, key: Ed25519PrivateKey | None = None,

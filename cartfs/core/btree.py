@@ -163,6 +163,7 @@ class BTree:
         self.writable = writable and alloc is not None
         self._root: ChildRef | None = None if root.empty else root
         self.capacity = pager.node_capacity
+        self.version = 0  # bumped by every change (the archive detects half-done calls)
 
     # ---- loading ----------------------------------------------------------------------------
 
@@ -198,6 +199,7 @@ class BTree:
         """Point the tree at another committed root (snapshot restore)."""
         if isinstance(self._root, Node):
             raise RuntimeError("replace_root needs a committed tree")
+        self.version += 1
         self._root = None if root.empty else root
 
     def dirty_node_count(self) -> int:
@@ -302,6 +304,7 @@ class BTree:
         self._check_writable()
         if len(key) > MAX_KEY or LEAF_OVERHEAD + len(key) + len(val) > MAX_ENTRY:
             raise ValueError(f"B-tree entry too large ({len(key)} + {len(val)} bytes)")
+        self.version += 1
         root = self._writable_root()
         split = self._put(root, key, val)
         if split is not None:
@@ -368,6 +371,7 @@ class BTree:
         self._check_writable()
         if self.get(key) is None:
             return False
+        self.version += 1
         root = self._writable_root()
         self._delete(root, key)
         while not root.is_leaf and len(root.vals) == 1:

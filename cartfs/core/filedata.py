@@ -77,6 +77,7 @@ class ChunkStore:
         self._zero = bytes(chunk_size)
         self._spare: list[bytearray] = []  # recycled chunk buffers (see _new_buffer)
         self._memo: tuple[int, int, Data] | None = None  # last chunk read
+        self.version = 0  # bumped by every change of file content
 
     # ---- reading ----------------------------------------------------------------------------
 
@@ -196,7 +197,10 @@ class ChunkStore:
                 raise CorruptArchive("checksum mismatch", page=ptr.page,
                                      kind=f"chunk {chunk_no} of inode {ino}")
             data = self._open_stored(ino, chunk_no, ptr, stored)
-            self.pager.cache.put(("c", ptr.page, ptr.birth), data, len(data) or 1)
+            # A view into the run's buffer would keep all of it alive behind one cached
+            # chunk (the cache would count 64 KiB and hold up to 4 MiB): cache a copy.
+            cached = bytes(data) if isinstance(data, memoryview) and len(run) > 1 else data
+            self.pager.cache.put(("c", ptr.page, ptr.birth), cached, len(cached) or 1)
             out[chunk_no] = data
 
     @staticmethod
@@ -250,6 +254,7 @@ class ChunkStore:
         self._spare.extend(buffers[:max(room, 0)])
 
     def _write_chunk(self, ino: int, chunk_no: int, lo: int, piece: memoryview) -> None:
+        self.version += 1
         self.forget(ino)
         key = (ino, chunk_no)
         buf = self._dirty.get(key)
@@ -283,6 +288,7 @@ class ChunkStore:
                 self._replace_dirty(ino, chunk_no, bytearray(data[:tail]))
 
     def _replace_dirty(self, ino: int, chunk_no: int, buf: bytearray) -> None:
+        self.version += 1
         self.forget(ino)
         old = self._dirty.get((ino, chunk_no))
         self.dirty_bytes += len(buf) - (len(old) if old is not None else 0)
@@ -290,6 +296,7 @@ class ChunkStore:
 
     def drop_chunks(self, ino: int, first: int = 0) -> None:
         """Forget and free every chunk numbered >= first (truncate, delete)."""
+        self.version += 1
         self.forget(ino)
         for dirty_key in [k for k in self._dirty if k[0] == ino and k[1] >= first]:
             self.dirty_bytes -= len(self._dirty.pop(dirty_key))
@@ -310,20 +317,18 @@ class ChunkStore:
         """Encode every dirty chunk into the tree (extents written, not yet synced)."""
         work: list[tuple[int, int, bytearray]] = []
         for (ino, chunk_no), buf in sorted(self._dirty.items()):
-            if size_of is not None:
-                limit = size_of(ino) - chunk_no * self.chunk_size
-                if limit <= 0:
-                    continue
-                if len(buf) > limit:
-                    del buf[limit:]
-            work.append((ino, chunk_no, buf))
+            limit = size_of(ino) - chunk_no * self.chunk_size if size_of else len(buf)
+            if limit > 0:
+                work.append((ino, chunk_no, buf[:limit] if len(buf) > limit else buf))
         runs = self._take_runs([buf for _, _, buf in work])  # NoSpace: nothing changed
-        dirty, self._dirty = self._dirty, {}
-        self.dirty_bytes = 0
         for (ino, chunk_no, buf), run in zip(work, runs, strict=True):
             codec = codec_for(ino) if codec_for else self.default_codec
             self._store(ino, chunk_no, buf, codec, run)
-        self._recycle(list(dirty.values()))
+            del self._dirty[(ino, chunk_no)]  # only once stored: a failure loses nothing
+        done = list(self._dirty.values())  # what is left lies past the end of its file
+        self._dirty.clear()
+        self.dirty_bytes = 0
+        self._recycle(done + [buf for _, _, buf in work])
 
     def _take_runs(self, buffers: list[bytearray] | list[memoryview]) -> list[tuple[int, int]]:
         """Pages for every buffer at its raw size (compression only shrinks), taken before
@@ -341,6 +346,7 @@ class ChunkStore:
                run: tuple[int, int]) -> None:
         """Encode one chunk into the pages of ``run`` (taken beforehand; what it does not
         need is given back)."""
+        self.version += 1
         self.forget(ino)
         key = chunk_key(ino, chunk_no)
         old = self.tree.get(key)

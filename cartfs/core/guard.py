@@ -10,9 +10,10 @@ FUSE mount go through this same door.
 
 from __future__ import annotations
 
+import functools
 import stat as stat_module
-from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar, cast
 
 from .catalog import Inode
 from .errors import NotFound
@@ -26,6 +27,19 @@ if TYPE_CHECKING:
 READ, WRITE, CREATE, DELETE = "cartfs:Read", "cartfs:Write", "cartfs:Create", "cartfs:Delete"
 LIST, SNAPSHOT, ADMIN = "cartfs:List", "cartfs:Snapshot", "cartfs:Admin"
 Context = Mapping[str, str | Sequence[str]]
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _atomic(method: Callable[Concatenate[GuardedArchive, P], R]
+            ) -> Callable[Concatenate[GuardedArchive, P], R]:
+    """Resolve, check and act under one hold of the archive's (re-entrant) lock, so no other
+    thread can swap a directory for a symlink between the check and the act."""
+    @functools.wraps(method)
+    def wrapper(self: GuardedArchive, *args: P.args, **kwargs: P.kwargs) -> R:
+        with self.archive._lock:
+            return method(self, *args, **kwargs)
+    return cast("Callable[Concatenate[GuardedArchive, P], R]", wrapper)
 
 
 class GuardedArchive:
@@ -48,31 +62,37 @@ class GuardedArchive:
 
     # ---- reading ----------------------------------------------------------------------------
 
+    @_atomic
     def stat(self, path: str) -> Inode:
         real = self._real(path)
         self.check(READ, real)
         return self.archive.stat(real)
 
+    @_atomic
     def lstat(self, path: str) -> Inode:
         real = self._real(path, follow=False)
         self.check(READ, real)
         return self.archive.lstat(real)
 
+    @_atomic
     def read_file(self, path: str) -> bytes:
         real = self._real(path)
         self.check(READ, real)
         return self.archive.read_file(real)
 
+    @_atomic
     def read(self, path: str, offset: int, size: int) -> bytes:
         real = self._real(path)
         self.check(READ, real)
         return self.archive.read(self.archive.resolve(real).ino, offset, size)
 
+    @_atomic
     def listdir(self, path: str = "/") -> list[str]:
         real = self._real(path)
         self.check(LIST, real)
         return self.archive.listdir(real)
 
+    @_atomic
     def scandir(self, path: str = "/") -> list[tuple[str, Inode]]:
         real = self._real(path)
         self.check(LIST, real)
@@ -91,11 +111,13 @@ class GuardedArchive:
             dirs[:] = allowed
             yield dirpath, dirs, files
 
+    @_atomic
     def getxattr(self, path: str, name: str) -> bytes:
         real = self._real(path)
         self.check(READ, real)
         return self.archive.getxattr(self.archive.resolve(real).ino, name)
 
+    @_atomic
     def listxattr(self, path: str) -> list[bytes]:
         real = self._real(path)
         self.check(READ, real)
@@ -103,41 +125,49 @@ class GuardedArchive:
 
     # ---- writing ----------------------------------------------------------------------------
 
+    @_atomic
     def write_file(self, path: str, data: bytes, mode: int = 0o644) -> Inode:
         real = self._real(path, missing_ok=True)
         self.check(WRITE if self.archive.exists(real) else CREATE, real)
         return self.archive.write_file(real, data, mode)
 
+    @_atomic
     def write(self, path: str, offset: int, data: bytes) -> int:
         real = self._real(path)
         self.check(WRITE, real)
         return self.archive.write(self.archive.resolve(real).ino, offset, data)
 
+    @_atomic
     def setxattr(self, path: str, name: str, value: bytes, flags: int = 0) -> None:
         real = self._real(path)
         self.check(WRITE, real)
         self.archive.setxattr(self.archive.resolve(real).ino, name, value, flags)
 
+    @_atomic
     def removexattr(self, path: str, name: str) -> None:
         real = self._real(path)
         self.check(WRITE, real)
         self.archive.removexattr(self.archive.resolve(real).ino, name)
 
+    @_atomic
     def chmod(self, path: str, mode: int) -> Inode:
         real = self._real(path)
         self.check(WRITE, real)
         return self.archive.setattr(self.archive.resolve(real).ino, mode=mode)
 
+    @_atomic
     def make_dir(self, path: str, mode: int = 0o755) -> Inode:
         real = self._real(path, missing_ok=True)
         self.check(CREATE, real)
         return self.archive.make_dir(real, mode)
 
+    @_atomic
     def make_symlink(self, target: str, path: str) -> Inode:
         real = self._real(path, follow=False, missing_ok=True)
         self.check(CREATE, real)
         return self.archive.make_symlink(target, real)
 
+    @_atomic
     def make_hardlink(self, existing: str, path: str) -> Inode:
         source = self._real(existing, follow=False)
         real = self._real(path, follow=False, missing_ok=True)
@@ -155,18 +185,22 @@ class GuardedArchive:
                 paths += [f"{base}/{name}" for name in dirs + files]
         return paths
 
+    @_atomic
     def remove(self, path: str, *, recursive: bool = False) -> None:
         real = self._real(path, follow=False)
         for each in self._subtree(real) if recursive else [real]:
             self.check(DELETE, each)
         self.archive.remove(real, recursive=recursive)
 
+    @_atomic
     def move(self, src: str, dst: str) -> None:
+        """mv: into ``dst`` if it is (or links to) a directory, else onto ``dst`` itself —
+        a symlink there is replaced, as rename(2) does, never the file it points to."""
         real_src = self._real(src, follow=False)
-        real_dst = self._real(dst, missing_ok=True)
+        real_dst = self._real(dst, follow=False, missing_ok=True)
         try:
             if self.archive.stat(real_dst).is_dir:
-                real_dst = real_dst.rstrip("/") + "/" + real_src.rsplit("/", 1)[-1]
+                real_dst = self._real(dst).rstrip("/") + "/" + real_src.rsplit("/", 1)[-1]
         except NotFound:
             pass
         for each in self._subtree(real_src):
@@ -178,17 +212,21 @@ class GuardedArchive:
 
     # ---- archive-wide -----------------------------------------------------------------------
 
+    @_atomic
     def create_snapshot(self, name: str) -> SnapshotInfo:
         self.check(SNAPSHOT, "/")
         return self.archive.create_snapshot(name)
 
+    @_atomic
     def delete_snapshot(self, name: str) -> None:
         self.check(SNAPSHOT, "/")
         self.archive.delete_snapshot(name)
 
+    @_atomic
     def list_snapshots(self) -> list[SnapshotInfo]:
         self.check(LIST, "/")
         return self.archive.list_snapshots()
 
+    @_atomic
     def sync(self) -> None:
         self.archive.sync()

@@ -93,6 +93,7 @@ class Namespace:
         self._new_ino = new_ino
         self._cache: dict[int, Inode] = {}
         self._dirty: set[int] = set()  # inodes changed since the last flush
+        self.version = 0  # bumped by every change
 
     # ---- inodes -----------------------------------------------------------------------------
 
@@ -122,6 +123,7 @@ class Namespace:
         transaction re-encodes its inode once, not 10,000 times."""
         if not self.tree.writable:
             raise NotPermitted("read-only tree")
+        self.version += 1
         self._cache[inode.ino] = inode
         self._dirty.add(inode.ino)
         return inode
@@ -251,13 +253,19 @@ class Namespace:
             raise InvalidArgument("not a symbolic link")
         return self.chunks.read(ino, inode.size, 0, inode.size)
 
-    def link(self, ino: int, parent: int, name: bytes) -> Inode:
+    def check_link(self, ino: int, parent: int, name: bytes) -> Inode:
+        """Everything that would make link() fail on the inode or the new parent."""
         check_name(name)
         inode = self.get(ino)
         if inode.is_dir:
             raise NotPermitted("hard links to directories are not allowed")
         if inode.nlink >= LINK_MAX:
             raise TooManyLinks("too many links")
+        self._dir(parent)
+        return inode
+
+    def link(self, ino: int, parent: int, name: bytes) -> Inode:
+        inode = self.check_link(ino, parent, name)
         pdir = self._dir(parent)
         if self.child(parent, name) is not None:
             raise AlreadyExists(f"{name.decode(errors='replace')}: file exists")
