@@ -122,7 +122,9 @@ def test_helper_and_mount_t(mounts: Mounts) -> None:
     mounts.unmount(mnt)
 
     helper = Path("/sbin/mount.fuse.cartfs")
-    installed = shutil.which("mount.fuse.cartfs")
+    # The venv's bin/ is not on PATH when pytest runs as .venv/bin/python -m pytest.
+    installed = shutil.which("mount.fuse.cartfs") or shutil.which(
+        "mount.fuse.cartfs", path=str(Path(sys.executable).parent))
     if os.geteuid() != 0 or shutil.which("mount") is None or installed is None:
         pytest.skip("mount -t needs root and the installed helper")
     created = False
