@@ -31,6 +31,7 @@ one archive is guarded by that archive's one mutex (``entry.mutex``).
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import TYPE_CHECKING, Protocol
 
@@ -175,6 +176,69 @@ class FileNode:
             self.size = size
             low, high = min(old, size), max(old, size)
             self._forget(low >> self._shift, max(high - 1, low) >> self._shift)
+
+
+class AwaitedNode:
+    """A file opened read-only before it exists: the WAL of a WAL database opened by a
+    read-only connection while the archive is open read-only and no ``-wal`` exists yet.
+
+    It reads as empty until the file appears in the archive, then it *is* that file: every
+    call looks the name up (a dictionary hit) until it finds an inode, and from then on uses
+    the file's shared :class:`FileNode`. The file can only appear through this process — a
+    writer connection reopens the archive writable (:meth:`Registry._upgrade`) and creates
+    ``-wal`` through the same :class:`ArchiveEntry`, whose name cache sees the create — so the
+    reader reads exactly the frames the writer wrote and the shared wal-index points at.
+    (A private empty file would leave the reader short of those frames for good.)
+    """
+
+    def __init__(self, entry: ArchiveEntry, inner: str) -> None:
+        self.entry = entry
+        self.inner = inner
+        self.lock = DbLock()
+        self.node: FileNode | None = None
+        self._mutex = threading.Lock()
+
+    def _resolve(self) -> FileNode | None:
+        node = self.node
+        if node is None:
+            ino = self.entry.lookup(self.inner)
+            if ino is None:
+                return None
+            with self._mutex:
+                if self.node is None:
+                    self.node = self.entry.open_node(ino)
+                node = self.node
+        return node
+
+    @property
+    def size(self) -> int:
+        node = self._resolve()
+        return 0 if node is None else node.size
+
+    def read(self, offset: int, amount: int) -> bytes:
+        node = self._resolve()
+        return b"" if node is None else node.read(offset, amount)
+
+    def write(self, offset: int, data: bytes) -> None:
+        node = self._resolve()
+        if node is None:
+            raise ReadOnly(f"{self.entry.path}: {self.inner}: opened read-only")
+        node.write(offset, data)
+
+    def truncate(self, size: int) -> None:
+        node = self._resolve()
+        if node is None:
+            if size == 0:
+                return
+            raise ReadOnly(f"{self.entry.path}: {self.inner}: opened read-only")
+        node.truncate(size)
+
+    def close(self) -> None:
+        """Let go of the file, if it was found (the caller releases the entry)."""
+        with self._mutex:
+            node, self.node = self.node, None
+        if node is not None:
+            self.entry.close_node(node)
 
 
 class MemoryNode:

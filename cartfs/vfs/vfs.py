@@ -9,6 +9,9 @@ Opening maps SQLite's open flags to archive files:
   asks (SQLITE_OPEN_CREATE), with any missing directories (``/data/app.db`` in a fresh
   archive just works).
 * rollback journal, WAL, super-journal: the archive file SQLite names, next to the database.
+  A read-only connection whose WAL does not exist yet while the archive is open read-only
+  gets a handle that reads as empty until a writer in this process creates that file, and
+  then reads it (:class:`~cartfs.vfs.nodes.AwaitedNode`).
 * delete-on-close files with a name: a nameless archive file (reclaimed even after a crash).
 * temp files without a name (temp database, statement/temp journals, VACUUM's transient
   database, sorter spills): memory.
@@ -30,7 +33,7 @@ from cartfs.core.errors import AlreadyExists, CartError, IsADirectory, NotFound,
 from .errors import sqlite_error, to_sqlite
 from .file import FileHandle, MainDbHandle, ShadowedMainDbFile, current_entry
 from .naming import full_pathname, normalize, split_qualified
-from .nodes import FileNode, MemoryNode
+from .nodes import AwaitedNode, FileNode, MemoryNode
 from .registry import REGISTRY, ArchiveEntry, Registry
 from .shm import remove_shadow, shadow_path
 
@@ -240,9 +243,7 @@ class CartridgeVFS(apsw.VFS):
                 raise NotFound(f"{inner}: no such file")
             if not entry.writable:
                 if inflags & apsw.SQLITE_OPEN_WAL:  # a read-only database without a WAL
-                    self.registry.release(entry)
-                    flags[1] = _out_flags(inflags, False)
-                    return FileHandle(MemoryNode(), label)
+                    return self._open_awaited(entry, inner, flags, label)
                 raise ReadOnly(f"cannot create {inner}: the archive is open read-only")
             ino = entry.create(inner)
         elif inflags & apsw.SQLITE_OPEN_EXCLUSIVE and inflags & _CREATE:
@@ -253,6 +254,22 @@ class CartridgeVFS(apsw.VFS):
             entry.count_journal(+1)
         flags[1] = _out_flags(inflags, entry.writable and not inflags & _READONLY)
         return FileHandle(node, label, entry, self._closer(entry, node, journal))
+
+    def _open_awaited(self, entry: ArchiveEntry, inner: str, flags: list[int],
+                      label: str) -> FileHandle:
+        """The WAL of a read-only connection, before any WAL exists: it becomes the real
+        ``-wal`` file as soon as a writer in this process creates it (see AwaitedNode)."""
+        node = AwaitedNode(entry, inner)
+        registry = self.registry
+
+        def on_close() -> None:
+            try:
+                node.close()
+            finally:
+                registry.release(entry)
+
+        flags[1] = _out_flags(flags[0], False)
+        return FileHandle(node, label, entry, on_close)
 
     def _open_unlinked(self, entry: ArchiveEntry, flags: list[int], label: str) -> FileHandle:
         if not entry.writable:

@@ -262,3 +262,33 @@ def test_wal_without_shared_memory_is_refused_clearly(archive: Path, conns: Conn
     assert conn.execute("PRAGMA journal_mode").fetchall() == [("delete",)]
     assert conn.execute("PRAGMA journal_mode=truncate").fetchall() == [("truncate",)]
     conn.execute("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+
+
+def test_wal_reader_opened_first_follows_a_later_writer(archive: Path,
+                                                         conns: Connections) -> None:
+    """A read-only connection opens a WAL database that has no -wal file yet (so the archive
+    is open read-only); then a writer in the same process reopens the archive writable and
+    writes WAL frames. The reader must read those frames from the same archive file."""
+    conn = conns.connect(archive, "/w.db")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
+    conn.execute("INSERT INTO t VALUES (1, 'a')")
+    conn.close()                                   # checkpointed; the -wal file is gone
+    assert "/w.db-wal" not in archive_files(archive)
+    ro = conns.connect(archive, "/w.db", readonly=True)
+    assert ro.execute("SELECT v FROM t").fetchall() == [("a",)]
+    rw = conns.connect(archive, "/w.db")           # upgrades the archive to writable
+    rw.execute("INSERT INTO t VALUES (2, 'b')")
+    rw.execute("CREATE TABLE u(x); INSERT INTO u VALUES (randomblob(100)), (randomblob(100))")
+    assert ro.execute("SELECT v FROM t ORDER BY id").fetchall() == [("a",), ("b",)]
+    assert ro.execute("SELECT count(*) FROM u").fetchall() == [(2,)]
+    integrity(ro)
+    rw.execute("INSERT INTO t VALUES (3, 'c')")
+    rw.close()
+    assert ro.execute("SELECT count(*) FROM t").fetchall() == [(3,)]
+    integrity(ro)
+    ro.close()
+    again = conns.connect(archive, "/w.db", readonly=True)
+    assert again.execute("SELECT count(*) FROM t").fetchall() == [(3,)]
+    again.close()
+    fsck_ok(archive)
