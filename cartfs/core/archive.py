@@ -21,6 +21,7 @@ last ``unpin``; a crash before then reclaims them at the next writable open.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -35,10 +36,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from . import snapshots
 from .alloc import Allocator, AllocatorStatistics
-from .btree import TREE_CATALOG, TREE_SYSTEM, BTree, TxnClock
+from .btree import LEAF_OVERHEAD, MAX_ENTRY, TREE_CATALOG, TREE_SYSTEM, BTree, TxnClock
 from .cache import ARCCache, CacheStatistics
 from .catalog import ROOT_INO, Inode, orphan_key, orphan_range
-from .codec import Sealer
+from .codec import Sealer, check_level
 from .device import Device, FileDevice
 from .errors import (
     ArchiveBusy,
@@ -98,6 +99,7 @@ Name = str | bytes
 
 ALLOC_OWNER = b"\0allocator"
 MANIFEST_KEY = b"manifest"
+MANIFEST_MAX = MAX_ENTRY - LEAF_OVERHEAD - len(MANIFEST_KEY)  # one B-tree record
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
 DEFAULT_FLUSH_BYTES = 32 * 1024 * 1024
 DEFAULT_COMMIT_BYTES = 512 * 1024 * 1024
@@ -138,6 +140,32 @@ def _writing(method: Callable[Concatenate[Archive, P], R]) -> Callable[Concatena
 
 def _name(name: Name) -> bytes:
     return os.fsencode(name)
+
+
+def _publish(tmp: str, path: str) -> None:
+    """Give the finished archive its name without ever replacing an existing file: a hard
+    link where the file system has them; elsewhere (FAT, exFAT, some network file systems)
+    reserve the name exclusively, then rename over the reservation."""
+    try:
+        os.link(tmp, path)
+        return
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK):
+            raise
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    os.rename(tmp, path)
+
+
+def _manifest_bytes(fields: Mapping[str, Any]) -> bytes:
+    """The manifest is one B-tree record: refuse one that does not fit before anything
+    changes (a description is a paragraph, not a document)."""
+    raw = json.dumps(fields).encode()
+    if len(raw) > MANIFEST_MAX:
+        raise InvalidArgument(f"manifest too large: slug, title, description and author "
+                              f"take {len(raw)} bytes encoded, at most {MANIFEST_MAX} fit")
+    return raw
 
 
 @dataclass(frozen=True)
@@ -227,6 +255,8 @@ class Archive(PathHelpers):
         temporary name, then hard-linked into place).
         """
         path = os.fspath(path)
+        if not path:
+            raise InvalidArgument("no archive path given")
         tmp = f"{path}.creating-{os.getpid()}"
         device = FileDevice(tmp, writable=True, create=True)
         try:
@@ -234,7 +264,7 @@ class Archive(PathHelpers):
                                     chunk_size=chunk_size, title=title, slug=slug,
                                     description=description, author=author,
                                     passphrase=passphrase, kdf=kdf, options=options, path=path)
-            os.link(tmp, path)
+            _publish(tmp, path)
         except FileExistsError:
             device.close()
             raise CartError(f"{path}: already exists") from None
@@ -257,8 +287,11 @@ class Archive(PathHelpers):
             raise InvalidArgument(f"unknown compression {compression!r} (lz4, zstd, none)")
         if not (MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE) or chunk_size & (chunk_size - 1):
             raise InvalidArgument("chunk size must be a power of two from 4 KiB to 1 MiB")
-        uuid = os.urandom(16)
+        check_level(CODEC_BY_NAME[compression], level)
         now = time.time_ns()
+        manifest = _manifest_bytes({"slug": slug, "title": title, "description": description,
+                                    "author": author, "created": now})
+        uuid = os.urandom(16)
         sb = Superblock(txid=TxnId(0), uuid=uuid, total_pages=FIRST_DATA_PAGE,
                         chunk_size=chunk_size, codec=CODEC_BY_NAME[compression],
                         codec_level=level, created_ns=now, committed_ns=now)
@@ -273,9 +306,7 @@ class Archive(PathHelpers):
         root = Inode(ino=ROOT_INO, mode=0o040755, uid=os.getuid(), gid=os.getgid(), nlink=2,
                      atime_ns=now, mtime_ns=now, ctime_ns=now, btime_ns=now, parent=ROOT_INO)
         archive._ns.put(root)
-        manifest = {"slug": slug, "title": title, "description": description,
-                    "author": author, "created": now}
-        archive._system.put(MANIFEST_KEY, json.dumps(manifest).encode())
+        archive._system.put(MANIFEST_KEY, manifest)
         archive.sync()
         archive._pager.write_superblock_slot(archive._sb, (archive._sb.txid + 1) % 2)
         archive._pager.sync()
@@ -359,6 +390,10 @@ class Archive(PathHelpers):
             try:
                 if self.writable and self._broken is None:
                     self._commit()
+                elif self.writable and self._has_changes():
+                    log.warning("%s: closed without committing the changes since the last "
+                                "commit (a call failed halfway: %s)",
+                                self.path or "archive", self._broken)
             finally:
                 self._closed = True
                 self._device.close()
@@ -775,7 +810,7 @@ class Archive(PathHelpers):
         data = self.manifest()
         changes = {"slug": slug, "title": title, "description": description, "author": author}
         data.update({k: v for k, v in changes.items() if v is not None})
-        self._system.put(MANIFEST_KEY, json.dumps(data).encode())
+        self._system.put(MANIFEST_KEY, _manifest_bytes(data))
         self._after_change()
 
     @_locked

@@ -24,7 +24,7 @@ import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .errors import CorruptArchive, IntegrityError
+from .errors import CorruptArchive, IntegrityError, InvalidArgument
 from .format import (
     CODEC_LZ4,
     CODEC_NAMES,
@@ -55,8 +55,25 @@ def _zstd_decompressor() -> zstandard.ZstdDecompressor:
     return dec
 
 
+LZ4_HC_LEVELS = range(0, 13)  # 0 = the fast default; 1..12 = LZ4 HC (same decoder)
+ZSTD_LEVELS = range(-128, zstandard.MAX_COMPRESSION_LEVEL + 1)  # negative = zstd --fast=N
+
+
+def check_level(codec: int, level: int) -> None:
+    """Refuse a level the codec cannot use, up front: the level is stored in the superblock,
+    so a bad one accepted at create time would fail every later write."""
+    allowed = {CODEC_LZ4: LZ4_HC_LEVELS, CODEC_ZSTD: ZSTD_LEVELS}.get(codec, range(0, 1))
+    if level not in allowed:
+        raise InvalidArgument(
+            f"compression level {level} is not valid for {CODEC_NAMES[codec]} "
+            f"({allowed.start}..{allowed.stop - 1}; 0 = the codec's default)")
+
+
 def _compress_with(codec: int, data: bytes | bytearray | memoryview, level: int) -> bytes:
     if codec == CODEC_LZ4:
+        if level > 0:
+            return bytes(lz4.block.compress(data, store_size=False, mode="high_compression",
+                                            compression=level))
         return bytes(lz4.block.compress(data, store_size=False))
     if codec == CODEC_ZSTD:
         return bytes(_zstd_compressor(level).compress(data))

@@ -97,10 +97,18 @@ class FsckReport:
 
 
 class _PageMap:
-    """Who owns each page: an owner label and the run it belongs to."""
+    """Who owns each page: an owner label and the run it belongs to.
+
+    Sharing is legal only *between* roots (a snapshot reaching the live tree's node or
+    extent); one tree reaching the same run twice is damage — two files sharing an extent
+    would corrupt each other once one of them is rewritten. The roots are walked one after
+    another, so remembering the last root that reached a run is enough to tell the two apart.
+    """
 
     def __init__(self, total: int, report: FsckReport) -> None:
         self.owner: dict[int, tuple[str, int]] = {}
+        self.reached_by: dict[int, str] = {}  # start of a shareable run -> last root
+        self.root = ""
         self.total = total
         self.report = report
 
@@ -112,12 +120,17 @@ class _PageMap:
             return False
         previous = self.owner.get(start)
         if previous is not None and shareable and previous == (what, start):
+            if self.reached_by.get(start) == self.root:
+                self.report.add(f"{what} reached twice within {self.root}", start, what)
+            self.reached_by[start] = self.root
             return False
         for page in range(start, start + n):
             prior = self.owner.get(page)
             if prior is not None:
                 self.report.add(f"page used twice: by {prior[0]} and by {what}", page, what)
             self.owner[page] = (what, start)
+        if shareable:
+            self.reached_by[start] = self.root
         return True
 
 
@@ -130,6 +143,7 @@ class Checker:
         self.progress = progress
         self.pages = _PageMap(archive._alloc.total_pages, self.report)
         self._done = 0
+        self._incomplete = False  # a walk stopped at damage: unreached pages prove nothing
 
     def run(self) -> FsckReport:
         sb = self.archive.superblock
@@ -153,6 +167,7 @@ class Checker:
         except CorruptArchive as exc:  # the list lives in the (damaged) system tree
             self.report.add(f"snapshot list unreadable: {exc.reason}", exc.page, exc.kind)
             snapshot_roots = []
+            self._incomplete = True
         for name, root in snapshot_roots:
             self.report.snapshots += 1
             tree = BTree(self.archive._pager, None, self.archive._clock, TREE_CATALOG, root,
@@ -185,6 +200,7 @@ class Checker:
         def descend(ref: TreeRef) -> bool:
             return self.pages.claim(ref.page, 1, "B-tree node", shareable=True)
 
+        self.pages.root = label
         try:
             for visit in tree.walk(descend):
                 self.report.node_pages += 1
@@ -193,6 +209,7 @@ class Checker:
                     self._check_leaf(visit.node, label)
         except CorruptArchive as exc:
             self.report.add(f"{label}: {exc.reason}", exc.page, exc.kind)
+            self._incomplete = True
 
     def _tick(self, n: int = 1) -> None:
         self._done += n
@@ -246,12 +263,21 @@ class Checker:
         dirents: dict[tuple[int, int], tuple[int, bytes]] = {}  # (dir, index) -> (ino, name)
         indexes: dict[tuple[int, int], tuple[int, bytes]] = {}
         orphans: set[int] = set()
+        sizes: dict[int, int] = {}
+        last_chunk: dict[int, int] = {}  # ino -> highest chunk number stored
+        owners: set[int] = set()  # inodes that own chunk or xattr records
         try:
             for key, value in tree.items():
                 ino, rec, suffix = split_key(key)
                 if rec == REC_INODE:
                     inode = decode_inode(ino, value)
                     inodes[ino] = (inode.mode, inode.nlink, inode.parent)
+                    sizes[ino] = inode.size
+                elif rec == REC_CHUNK:
+                    owners.add(ino)
+                    last_chunk[ino] = int.from_bytes(suffix, "big")
+                elif rec == REC_XATTR:
+                    owners.add(ino)
                 elif rec == REC_DIRENT:
                     child, index = decode_dirent(value)
                     names[child] = names.get(child, 0) + 1
@@ -263,8 +289,10 @@ class Checker:
                     orphans.add(int.from_bytes(suffix, "big"))
         except CartError as exc:
             self.report.add(f"catalog scan stopped: {exc}")
+            self._incomplete = True
             return
         self.report.inodes = len(inodes)
+        self._check_records(inodes, sizes, last_chunk, owners)
         if ROOT_INO not in inodes:
             self.report.add("the root directory is missing", kind="catalog")
         for (directory, _index), (child, name) in dirents.items():
@@ -294,6 +322,19 @@ class Checker:
             elif not is_dir and expected == 0:
                 self.report.add(f"inode {ino} has no name and is not an orphan", kind="inode")
 
+    def _check_records(self, inodes: dict[int, tuple[int, int, int]], sizes: dict[int, int],
+                       last_chunk: dict[int, int], owners: set[int]) -> None:
+        """Chunk and xattr records belong to a live inode, and chunks lie inside the file:
+        anything else is space no operation will ever free."""
+        for ino in sorted(owners - inodes.keys()):
+            self.report.add(f"records of missing inode {ino} (chunks or xattrs)",
+                            kind="catalog")
+        chunk_size = self.archive._chunks.chunk_size
+        for ino, chunk_no in last_chunk.items():
+            if ino in sizes and chunk_no * chunk_size >= sizes[ino]:
+                self.report.add(f"inode {ino} stores chunk {chunk_no}, beyond its size of "
+                                f"{sizes[ino]} bytes", kind="catalog")
+
     # ---- allocator --------------------------------------------------------------------------
 
     def _check_allocator(self) -> None:
@@ -307,6 +348,10 @@ class Checker:
                                     "allocator")
                 owner[page] = (FREE, start)
                 self.report.free_pages += 1
+        if self._incomplete:
+            self.report.notes.append("leak check skipped: damage stopped a walk, so pages "
+                                     "beyond it could not be reached")
+            return
         for start, _n in alloc.live_owned_entries():
             if start not in owner:
                 self.report.add("page is recorded as the live tree's but nothing reaches it",
