@@ -45,6 +45,7 @@ CAPABILITIES = (apsw.SQLITE_IOCAP_ATOMIC | apsw.SQLITE_IOCAP_SAFE_APPEND
                 | apsw.SQLITE_IOCAP_SEQUENTIAL | apsw.SQLITE_IOCAP_POWERSAFE_OVERWRITE
                 | getattr(apsw, "SQLITE_IOCAP_SUBPAGE_READ", 0))
 SECTOR_SIZE = 4096
+SHM_VFS = "unix"  # the VFS whose shared memory the WAL index uses (see cartfs.vfs.shm)
 _BUSY = "cartridge: database is locked by another connection"
 
 
@@ -233,7 +234,8 @@ class ShadowedMainDbFile(MainDbHandle, apsw.VFSFile):
                  on_close: Callable[[], None]) -> None:
         flags = [apsw.SQLITE_OPEN_MAIN_DB | apsw.SQLITE_OPEN_READWRITE
                  | apsw.SQLITE_OPEN_CREATE, 0]
-        apsw.VFSFile.__init__(self, "", shadow, flags)
+        # "unix" by name: its shared memory is what we borrow, whatever the default VFS is
+        apsw.VFSFile.__init__(self, SHM_VFS, shadow, flags)
         MainDbHandle.__init__(self, node, label, entry, on_close)
 
     def xFileControl(self, op: int, ptr: int) -> bool:

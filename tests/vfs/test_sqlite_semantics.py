@@ -292,3 +292,30 @@ def test_wal_reader_opened_first_follows_a_later_writer(archive: Path,
     assert again.execute("SELECT count(*) FROM t").fetchall() == [(3,)]
     again.close()
     fsck_ok(archive)
+
+
+def test_wal_shared_memory_comes_from_unix_not_the_default_vfs(archive: Path,
+                                                                conns: Connections) -> None:
+    """The shadow file is opened through "unix" by name, even when another VFS is default."""
+    seen: list[str] = []
+
+    class Probe(apsw.VFS):
+        def __init__(self) -> None:
+            super().__init__("cartfs-test-default", "unix", makedefault=True)
+
+        def xOpen(self, name: str | apsw.URIFilename | None,  # type: ignore[override]
+                  flags: list[int]) -> apsw.VFSFile:
+            seen.append(name.filename() if isinstance(name, apsw.URIFilename) else str(name))
+            return super().xOpen(name, flags)
+
+    probe = Probe()
+    try:
+        conn = conns.connect(archive, "/w.db")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+        assert conn.vfsname("main").endswith("/unix")
+        conn.close()
+    finally:
+        probe.unregister()
+    assert apsw.vfs_names()[0] == "unix"
+    assert seen == []
