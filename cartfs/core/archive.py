@@ -53,6 +53,7 @@ from .errors import (
     NoSpace,
     PassphraseRequired,
     ReadOnly,
+    ValueOverflow,
 )
 from .filedata import ChunkStore
 from .format import (
@@ -156,6 +157,22 @@ def _publish(tmp: str, path: str) -> None:
             raise
     os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
     os.rename(tmp, path)
+
+
+_INT64 = range(-(1 << 63), 1 << 63)
+_UINT32 = range(0, 1 << 32)
+
+
+def _check_attr_ranges(**values: int | None) -> None:
+    """Times are signed 64-bit nanoseconds and ids unsigned 32-bit on disk: refuse what does
+    not fit before anything changes (a half-applied setattr would block every commit)."""
+    for name, value in values.items():
+        if value is None:
+            continue
+        allowed = _INT64 if name.endswith("_ns") else _UINT32
+        if value not in allowed:
+            what = "time" if name.endswith("_ns") else name
+            raise ValueOverflow(f"{what} out of range for the archive format: {value}")
 
 
 def _manifest_bytes(fields: Mapping[str, Any]) -> bytes:
@@ -544,6 +561,8 @@ class Archive(PathHelpers):
                 gid: int | None = None, size: int | None = None, atime_ns: int | None = None,
                 mtime_ns: int | None = None, ctime_ns: int | None = None) -> Inode:
         """chmod, chown, truncate and utimens in one call (None leaves a field alone)."""
+        _check_attr_ranges(uid=uid, gid=gid, atime_ns=atime_ns, mtime_ns=mtime_ns,
+                           ctime_ns=ctime_ns)
         if size is not None:
             self._truncate(ino, size)
         inode = self._ns.setattr(ino, mode=mode, uid=uid, gid=gid, atime_ns=atime_ns,

@@ -57,6 +57,13 @@ class InvalidArgument(CartError):
     errno = _errno.EINVAL
 
 
+class ValueOverflow(InvalidArgument):
+    """A value the format cannot hold (a time outside 1677..2262, an id above 2**32 - 1):
+    refused rather than silently changed."""
+
+    errno = _errno.EOVERFLOW
+
+
 class NameTooLong(CartError):
     """A file name longer than 255 bytes."""
 
