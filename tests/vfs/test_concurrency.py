@@ -4,7 +4,6 @@ handler sort them out; no row is lost or written twice, and the file stays whole
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import apsw
@@ -26,49 +25,62 @@ def run_threads(targets: list[threading.Thread]) -> None:
 
 
 @pytest.mark.parametrize("mode", ["delete", "wal"])
-def test_two_writers_in_two_threads(archive: Path, conns: Connections, mode: str) -> None:
+def test_two_writers_in_two_threads(archive: Path, conns: Connections, mode: str,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two writers with busy_timeout. The first transaction is a forced collision: writer 0
+    holds a write transaction until writer 1, asking for one, is seen waiting in SQLite's
+    busy handler (which sleeps through the VFS's xSleep); then both race freely."""
     setup = conns.connect(archive, "/shared.db")
     setup.execute(f"PRAGMA journal_mode={mode}")
     setup.execute("PRAGMA synchronous=OFF")
     setup.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, writer INTEGER, n INTEGER, "
                   "UNIQUE(writer, n))")
     errors: list[BaseException] = []
-    start = threading.Barrier(2)
-    busy_waits = [0, 0]
+    holding = threading.Event()   # writer 0 is inside its first write transaction
+    waiting = threading.Event()   # writer 1 is in the busy handler, waiting for it
+    threads: list[threading.Thread] = []
+    vfs = cartfs.vfs.register()
+    real_sleep = vfs.xSleep
+
+    def sleep(microseconds: int) -> int:  # busy_timeout's waits come through here
+        if len(threads) == 2 and threading.current_thread() is threads[1]:
+            waiting.set()
+        return real_sleep(microseconds)
+
+    monkeypatch.setattr(vfs, "xSleep", sleep)
 
     def writer(k: int) -> None:
-        conn = cartfs.vfs.connect(archive, "/shared.db")
-
-        def busy(tries: int) -> bool:  # like busy_timeout, but counted and fair
-            busy_waits[k] += 1
-            time.sleep(0.0005)
-            return tries < 100_000
-
-        conn.set_busy_handler(busy)
+        conn = cartfs.vfs.connect(archive, "/shared.db", busy_timeout_ms=60_000)
         try:
             conn.execute("PRAGMA synchronous=OFF")
-            start.wait(timeout=30)
+            if k == 1:
+                assert holding.wait(timeout=30)
             for n in range(ROWS_PER_WRITER):
-                # a read-modify-write racing the other thread: IMMEDIATE takes RESERVED
-                # first (a deferred one could only fail with BUSY: SQLite's deadlock rule)
+                # a read-modify-write racing the other thread: IMMEDIATE takes the write
+                # lock first (a deferred one could only fail with BUSY: SQLite's deadlock rule)
                 conn.execute("BEGIN IMMEDIATE")
                 ((count,),) = conn.execute("SELECT count(*) FROM t WHERE writer=?",
                                            (k,)).fetchall()
                 conn.execute("INSERT INTO t(writer, n) VALUES (?, ?)", (k, count))
+                if k == 0 and n == 0:
+                    holding.set()
+                    assert waiting.wait(timeout=30), "writer 1 never waited for the lock"
                 conn.execute("COMMIT")
                 assert count == n
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
+            holding.set()
         finally:
             conn.close()
 
-    run_threads([threading.Thread(target=writer, args=(k,)) for k in range(2)])
+    threads.extend(threading.Thread(target=writer, args=(k,)) for k in range(2))
+    run_threads(threads)
     assert not errors, errors
+    assert waiting.is_set()
     rows = setup.execute("SELECT writer, count(*), count(DISTINCT n), min(n), max(n) "
                          "FROM t GROUP BY writer ORDER BY writer").fetchall()
     assert rows == [(k, ROWS_PER_WRITER, ROWS_PER_WRITER, 0, ROWS_PER_WRITER - 1)
                     for k in range(2)]
-    assert sum(busy_waits) > 0, "the writers never met a lock"
     assert setup.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     setup.close()
     fsck_ok(archive)
