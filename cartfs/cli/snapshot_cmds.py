@@ -22,6 +22,7 @@ import datetime
 import errno
 import json
 import os
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,7 @@ LIVE = "@live"
 SNAPSHOTS_DIR = ".snapshots"
 NAME_MAX = 255
 MOUNT_TYPES = ("fuse.cartfs", "fuse")
+LINE_BREAKING = frozenset({"Cc", "Zl", "Zp"})  # Unicode categories refused (as the core does)
 
 
 # ---- names ----------------------------------------------------------------------------------
@@ -59,7 +61,21 @@ def check_name(name: str, *, creating: bool = False) -> str:
         raise UsageError(f"invalid snapshot name: longer than {NAME_MAX} bytes")
     if creating and name == LIVE:
         raise UsageError(f"{LIVE!r} is reserved: it means the live tree in `snapshot diff`")
+    if creating:
+        bad = next((c for c in name if unicodedata.category(c) in LINE_BREAKING), None)
+        if bad is not None:
+            raise UsageError(f"invalid snapshot name {name!r}: control characters (here "
+                             f"{bad!r}) are not allowed")
     return name
+
+
+def shown(name: str) -> str:
+    """A name as one table cell: control characters (in snapshots made before they were
+    refused) are written as escapes."""
+    if not any(unicodedata.category(c) in LINE_BREAKING for c in name):
+        return name
+    return "".join(c.encode("unicode_escape").decode("ascii")
+                   if unicodedata.category(c) in LINE_BREAKING else c for c in name)
 
 
 def _local_time(ns: int) -> str:
@@ -263,7 +279,7 @@ def snapshot_rows(archive: Archive) -> list[dict[str, Any]]:
 
 def _table(rows: list[dict[str, Any]]) -> list[str]:
     header = ("NAME", "CREATED", "TXID", "HELD ONLY BY IT")
-    cells = [(r["name"], r["created"] or "-", "-" if r["txid"] is None else str(r["txid"]),
+    cells = [(shown(r["name"]), r["created"] or "-", "-" if r["txid"] is None else str(r["txid"]),
               "-" if r["exclusive_bytes"] is None else human_size(r["exclusive_bytes"]))
              for r in rows]
     widths = [max(len(c[i]) for c in [header, *cells]) for i in range(4)]

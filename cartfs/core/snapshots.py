@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import struct
 import time
+import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -63,6 +64,23 @@ def check_snapshot_name(name: str) -> bytes:
     return raw
 
 
+LINE_BREAKING = frozenset({"Cc", "Zl", "Zp"})
+"""Unicode categories refused in new snapshot names: control characters (newline, tab,
+escape...) and line/paragraph separators would break ``snapshot list`` and terminals."""
+
+
+def check_new_snapshot_name(name: str) -> bytes:
+    """The rules for a name being created: those of :func:`check_snapshot_name`, and no
+    control characters. (Existing snapshots are still found by any name they have, so ones
+    made before this rule can be deleted.)"""
+    raw = check_snapshot_name(name)
+    for char in name:
+        if unicodedata.category(char) in LINE_BREAKING:
+            raise InvalidArgument(f"invalid snapshot name {name!r}: control characters "
+                                  f"(here {char!r}) are not allowed")
+    return raw
+
+
 def _decode(name: bytes, value: bytes) -> SnapshotInfo:
     sid, txid, page, birth, created, next_ino = _RECORD.unpack(value)
     return SnapshotInfo(name.decode("utf-8", "surrogateescape"), sid, txid, created,
@@ -91,7 +109,7 @@ def horizon(snapshots: list[SnapshotInfo]) -> int:
 
 def create_snapshot(archive: Archive, name: str) -> SnapshotInfo:
     """Pin the current state (committing it first) under ``name``."""
-    raw = check_snapshot_name(name)
+    raw = check_new_snapshot_name(name)
     if archive._system.get(SNAP_PREFIX + raw) is not None:
         raise AlreadyExists(f"snapshot {name!r} exists")
     archive._commit()

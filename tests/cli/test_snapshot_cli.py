@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from cartfs.cli.common import human_size
-from cartfs.cli.snapshot_cmds import MountedSnapshots, find_archive_mount
+from cartfs.cli.snapshot_cmds import MountedSnapshots, _table, find_archive_mount
 from cartfs.core.archive import Archive
 from cartfs.core.errors import AlreadyExists, CartError, NotFound
 from cartfs.core.fsck import fsck
@@ -138,6 +138,9 @@ def test_every_mistake_is_one_line(archive: Path, tmp_path: Path) -> None:
         (("snapshot", "create", archive, "x" * 256), ("longer than 255",)),
         (("snapshot", "create", archive, "@live"), ("reserved",)),
         (("snapshot", "delete", archive, "a/b"), ("invalid snapshot name",)),
+        (("snapshot", "create", archive, "two\nlines"), ("control characters", "'\\n'")),
+        (("snapshot", "create", archive, "tab\there"), ("control characters",)),
+        (("snapshot", "create", archive, "esc\x1b[31m"), ("control characters",)),
         (("snapshot", "create", encrypted, "s"), ("encrypted", "--key-file")),
         (("snapshot",), ("give a subcommand",)),
     ]
@@ -155,6 +158,15 @@ def test_every_mistake_is_one_line(archive: Path, tmp_path: Path) -> None:
             raise AssertionError(f"cartfs {' '.join(map(str, argv))}: {exc}") from None
     with Archive.open(archive, readonly=True) as a:
         assert [s.name for s in a.list_snapshots()] == ["s"]  # nothing changed
+
+
+def test_list_table_escapes_control_characters_of_old_names() -> None:
+    """Names with a newline could be made before they were refused: the table still shows
+    one row per snapshot."""
+    row = {"name": "old\nname\x1b", "created": "2024-01-01 00:00:00 +0000", "txid": 3,
+           "exclusive_bytes": 0}
+    lines = _table([row])
+    assert len(lines) == 2 and lines[1].startswith("old\\nname\\x1b  ")
 
 
 def test_encrypted_archive_with_a_key_file(tmp_path: Path) -> None:

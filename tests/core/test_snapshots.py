@@ -216,6 +216,13 @@ def test_snapshot_names_and_lifecycle() -> None:
             archive.create_snapshot(bad)
     with pytest.raises(NameTooLong):
         archive.create_snapshot("x" * 256)
+    for bad in ("two\nlines", "tab\t", "bell\a", "esc\x1b[2J", "del\x7f", "c1\x85",
+                "sep\u2028"):
+        with pytest.raises(InvalidArgument, match="control characters"):
+            archive.create_snapshot(bad)
+    archive.create_snapshot("ünïcode ok")
+    archive.delete_snapshot("ünïcode ok")
+    assert [s.name for s in archive.list_snapshots()] == ["s"]
     for call in (archive.delete_snapshot, archive.restore_snapshot, archive.snapshot):
         with pytest.raises(NotFound):
             call("missing")

@@ -198,6 +198,8 @@ def test_every_write_under_snapshots_is_refused(mounted: Path) -> None:
     raises((errno.EPERM, errno.EEXIST, errno.EISDIR), os.rename, m / "d", dot)
     raises(errno.EEXIST, os.mkdir, dot / "s")
     raises(errno.EINVAL, os.mkdir, dot / "@live")
+    raises(errno.EINVAL, os.mkdir, dot / "two\nlines")
+    raises(errno.EINVAL, os.mkdir, dot / "esc\x1b[2J")
     raises(errno.ENAMETOOLONG, os.mkdir, dot / ("n" * 256))
     raises(errno.ENOENT, os.rmdir, dot / "missing")
     assert os.listdir(dot) == ["s"]
