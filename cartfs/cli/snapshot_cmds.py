@@ -376,7 +376,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = cmds.add_parser("diff", help="paths added, removed and changed between two trees",
                         description=f"Compare snapshot A with B; either may be {LIVE} for "
                                     "the live tree. Prints 'added', 'removed' or 'changed' "
-                                    "and the path, one per line.")
+                                    "and the path, one per line. Entries are matched by "
+                                    "name: one replaced by another of the same type (a new "
+                                    "inode) is 'changed', a type change is 'removed' then "
+                                    "'added'; '/' is the root directory's own attributes.")
     add_archive_argument(p)
     p.add_argument("old", metavar="A", help=f"snapshot name or {LIVE}")
     p.add_argument("new", metavar="B", help=f"snapshot name or {LIVE}")

@@ -110,13 +110,19 @@ class Change:
 
 
 def _same(a: Inode, b: Inode) -> bool:
-    """Equal records except access time: every write or metadata change moves ctime."""
-    return encode_inode(a.with_(atime_ns=0)) == encode_inode(b.with_(atime_ns=0))
+    """The same inode with equal records except access time (every write or metadata
+    change moves ctime). An entry whose inode number differs was replaced (removed and made
+    again, or renamed over), so it is never the same, whatever its attributes."""
+    return a.ino == b.ino and \
+        encode_inode(a.with_(atime_ns=0)) == encode_inode(b.with_(atime_ns=0))
 
 
 def diff_trees(old: ReadTree, new: ReadTree) -> list[Change]:
-    """Paths added, removed and changed going from ``old`` to ``new``, in path order."""
+    """Paths added, removed and changed going from ``old`` to ``new``, in path order. The
+    root directory itself is reported as ``/`` when its own attributes changed."""
     changes: list[Change] = []
+    if not _same(old.getattr(ROOT_INO), new.getattr(ROOT_INO)):
+        changes.append(Change("changed", "/"))
     _diff_dir(old, new, ROOT_INO, ROOT_INO, "", changes)
     return changes
 
@@ -127,6 +133,10 @@ def _entries(tree: ReadTree, ino: int) -> dict[bytes, int]:
 
 def _diff_dir(old: ReadTree, new: ReadTree, old_ino: int, new_ino: int, prefix: str,
               changes: list[Change]) -> None:
+    """Entries are matched by name. One of the same type on both sides is "changed" when
+    its inode or its attributes differ (a directory removed and made again, like a file
+    replaced by another, is one changed path; its entries are then compared by name); a
+    type change is "removed" then "added", each with everything below it."""
     before, after = _entries(old, old_ino), _entries(new, new_ino)
     for name in sorted(before.keys() | after.keys()):
         path = f"{prefix}/{os.fsdecode(name)}"
@@ -136,16 +146,14 @@ def _diff_dir(old: ReadTree, new: ReadTree, old_ino: int, new_ino: int, prefix: 
             _report_all(new, after[name], path, "added", changes)
         else:
             a, b = old.getattr(before[name]), new.getattr(after[name])
-            if a.is_dir and b.is_dir:
-                if not _same(a, b) and a.ino == b.ino:
-                    changes.append(Change("changed", path))
+            if a.is_dir != b.is_dir:
+                _report_all(old, a.ino, path, "removed", changes)
+                _report_all(new, b.ino, path, "added", changes)
+                continue
+            if not _same(a, b):
+                changes.append(Change("changed", path))
+            if a.is_dir:
                 _diff_dir(old, new, a.ino, b.ino, path, changes)
-            elif a.ino != b.ino or not _same(a, b):
-                if a.is_dir != b.is_dir:
-                    _report_all(old, a.ino, path, "removed", changes)
-                    _report_all(new, b.ino, path, "added", changes)
-                else:
-                    changes.append(Change("changed", path))
 
 
 def _report_all(tree: ReadTree, ino: int, path: str, kind: str,

@@ -75,7 +75,8 @@ def test_snapshot_commands(archive: Path) -> None:
     rows = json.loads(ok(as_json).out)
     assert [r["name"] for r in rows] == ["first", "second"]
     assert rows[0]["exclusive_bytes"] >= 50_000 and rows[0]["txid"] < rows[1]["txid"]
-    assert ok(diff).out.splitlines() == ["changed  /docs", "removed  /docs/gone.txt",
+    assert ok(diff).out.splitlines() == ["changed  /", "changed  /docs",
+                                         "removed  /docs/gone.txt",
                                          "changed  /keep.txt", "added    /new.txt"]
     assert ("added", "/docs/gone.txt") in {tuple(x.split()) for x in ok(diff_live).out
                                            .splitlines()}

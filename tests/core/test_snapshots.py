@@ -40,6 +40,7 @@ from cartfs.core.format import PAGE_SIZE
 from cartfs.core.fsck import fsck
 from cartfs.core.keys import KdfParams
 from cartfs.core.namespace import DirEntry
+from cartfs.core.views import Change
 from cartfs.testing.workload import random_change
 
 NEVER = OpenOptions(commit_bytes=1 << 40, commit_interval=1e9)
@@ -168,6 +169,53 @@ def test_snapshot_keeps_content_metadata_and_xattrs(tmp_path: Path) -> None:
     assert ("removed", "/docs/deep") in changes and ("added", "/moved") in changes
     assert ("changed", "/docs/big.bin") in changes and ("added", "/new/file") in changes
     assert ("removed", "/fifo") in changes and ("changed", "/sparse") in changes
+
+
+def test_diff_reports_replaced_entries_and_the_root() -> None:
+    """Regression: a directory removed and made again under the same name (a new inode)
+    was never reported, and neither were changes to the root directory's own attributes.
+    Every entry is matched by name; one of the same type whose inode or attributes differ
+    is "changed" (a replaced file and a replaced directory alike); a type change is
+    "removed" then "added"."""
+    archive = memory_archive()
+    archive.make_dir("/d")
+    archive.write_file("/d/inner", b"x")
+    archive.make_dir("/e")
+    archive.write_file("/f", b"file")
+    archive.write_file("/g", b"same")
+    archive.create_snapshot("s1")
+    root_before = archive.getattr(ROOT_INO)
+
+    archive.setattr(ROOT_INO, mode=0o40700)  # the root's own metadata only
+    assert archive.diff("s1") == [Change("changed", "/")]
+    archive.setattr(ROOT_INO, mode=root_before.mode, mtime_ns=root_before.mtime_ns,
+                    ctime_ns=root_before.ctime_ns)
+    assert archive.diff("s1") == []
+
+    archive.create_snapshot("s2")
+    archive.remove("/d", recursive=True)
+    archive.mkdir(ROOT_INO, "d", 0o700)
+    archive.remove("/e")
+    archive.mkdir(ROOT_INO, "e", 0o755)  # same mode: only the inode number differs
+    e_old, e_new = archive.snapshot("s2").resolve("/e"), archive.resolve("/e")
+    archive.setattr(e_new.ino, mtime_ns=e_old.mtime_ns, ctime_ns=e_old.ctime_ns,
+                    atime_ns=e_old.atime_ns, uid=e_old.uid, gid=e_old.gid)
+    assert archive.diff("s2") == [Change("changed", "/"), Change("changed", "/d"),
+                                  Change("removed", "/d/inner"), Change("changed", "/e")]
+    assert archive.diff(None, "s2") == [Change("changed", "/"), Change("changed", "/d"),
+                                        Change("added", "/d/inner"), Change("changed", "/e")]
+
+    archive.create_snapshot("s3")
+    archive.remove("/f")
+    archive.write_file("/f", b"file")  # a new file under the old name
+    archive.remove("/g")
+    archive.make_dir("/g")  # a file became a directory
+    archive.write_file("/g/child", b"c")
+    changes = archive.diff("s3")
+    assert changes == [Change("changed", "/"), Change("changed", "/f"),
+                       Change("removed", "/g"), Change("added", "/g"),
+                       Change("added", "/g/child")]
+    assert archive.diff("s3", "s3") == []
 
 
 def test_restore_brings_back_deleted_files_and_keeps_other_snapshots(tmp_path: Path) -> None:
