@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 from cartfs.cli.common import DeferredInterrupts, Progress, core_reason
 from cartfs.cli.localfs import (
+    PIECE,
     data_ranges,
     is_zero,
     may_chown,
@@ -222,18 +223,27 @@ class Putter:
             self._links[key] = ino
 
     def _copy_data(self, fd: int, ino: int, size: int) -> int:
-        """Stream the data runs of ``fd`` into ``ino``; returns the size actually seen
-        (smaller if the file shrank while being read)."""
+        """Stream the data runs of ``fd`` into ``ino``; returns the size actually seen:
+        smaller if the file shrank while being read, larger if it grew or its size lied
+        (``/proc`` and ``/sys`` files say 0), as cp reads to the end of file too."""
         for start, end in data_ranges(fd, size):
             for offset, length in pieces(start, end):
-                self.stop.check()
-                data = os.pread(fd, length, offset)
-                if data and not is_zero(data):
-                    self.archive.write(ino, offset, data)
-                self.progress.advance(len(data))
-                if len(data) < length:
-                    return offset + len(data)
-        return size
+                got = self._copy_piece(fd, ino, offset, length)
+                if got < length:
+                    return offset + got
+        offset = size
+        while (got := self._copy_piece(fd, ino, offset, PIECE)) == PIECE:
+            offset += PIECE
+        return offset + got
+
+    def _copy_piece(self, fd: int, ino: int, offset: int, length: int) -> int:
+        """Copy one piece; returns the bytes read (fewer than asked: the end of the file)."""
+        self.stop.check()
+        data = os.pread(fd, length, offset)
+        if data and not is_zero(data):
+            self.archive.write(ino, offset, data)
+        self.progress.advance(len(data))
+        return len(data)
 
     def _clear_way(self, item: _Copy) -> None:
         """Refuse to put a non-directory where a directory is (replace=True would not)."""

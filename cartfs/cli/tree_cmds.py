@@ -26,7 +26,14 @@ from cartfs.cli.common import (
 )
 from cartfs.cli.listing import listing, long_lines, row_for, short_lines
 from cartfs.core.archive import Archive
-from cartfs.core.errors import CartError, IsADirectory, NotFound
+from cartfs.core.errors import (
+    CartError,
+    DirectoryNotEmpty,
+    IsADirectory,
+    NotADirectory,
+    NotFound,
+    PermissionDenied,
+)
 from cartfs.core.paths import split_path
 
 ORDER = 30
@@ -110,23 +117,35 @@ def cmd_mkdir(args: argparse.Namespace) -> int:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    """Remove files; directories only with -r (everything below them too)."""
+    """Remove files; directories only with -r (everything below them too). Like rm(1), a
+    path that cannot be removed is reported and the others are still removed."""
+    status = 0
     with writing(args) as (archive, stop):
         for path in args.paths:
             stop.check()
-            with about(path):
-                if not split_path(path):
-                    raise CartError("refusing to remove the root directory")
-                try:
-                    inode = archive.lstat(path)
-                except NotFound:
-                    if args.force:
-                        continue
-                    raise
-                if inode.is_dir and not args.recursive:
-                    raise IsADirectory("is a directory (use -r to remove it and its contents)")
-                archive.remove(path, recursive=args.recursive)
-    return 0
+            try:
+                _remove_one(archive, path, args)
+            except (NotFound, IsADirectory, DirectoryNotEmpty, NotADirectory,
+                    PermissionDenied) as exc:
+                print(f"cartfs: {path_error(path, exc)}", file=sys.stderr)
+                status = 1
+            except CartError as exc:  # damage, a full disk, a failed commit: stop here
+                raise path_error(path, exc) from None
+    return status
+
+
+def _remove_one(archive: Archive, path: str, args: argparse.Namespace) -> None:
+    if not split_path(path):
+        raise CartError("refusing to remove the root directory")
+    try:
+        inode = archive.lstat(path)
+    except NotFound:
+        if args.force:
+            return
+        raise
+    if inode.is_dir and not args.recursive:
+        raise IsADirectory("is a directory (use -r to remove it and its contents)")
+    archive.remove(path, recursive=args.recursive)
 
 
 def cmd_mv(args: argparse.Namespace) -> int:

@@ -168,16 +168,19 @@ class PathHelpers:
         return sorted(name for name, _ in self.scandir(path))
 
     def walk(self, top: str = "/") -> Iterator[tuple[str, list[str], list[str]]]:
-        """Like os.walk (top-down; does not follow symlinked directories)."""
-        dirs: list[str] = []
-        files: list[str] = []
-        for name, inode in self.scandir(top):
-            (dirs if inode.is_dir else files).append(name)
-        dirs.sort()
-        files.sort()
-        yield top, dirs, files
-        for name in dirs:
-            yield from self.walk(top.rstrip("/") + "/" + name)
+        """Like os.walk (top-down; does not follow symlinked directories). Iterative, so a
+        tree thousands of levels deep walks like a flat one."""
+        stack = [top]
+        while stack:
+            path = stack.pop()
+            dirs: list[str] = []
+            files: list[str] = []
+            for name, inode in self.scandir(path):
+                (dirs if inode.is_dir else files).append(name)
+            dirs.sort()
+            files.sort()
+            yield path, dirs, files  # the caller may prune dirs, as with os.walk
+            stack.extend(path.rstrip("/") + "/" + name for name in reversed(dirs))
 
     def read_file(self, path: str | bytes) -> bytes:
         inode = self.resolve(path)
@@ -246,13 +249,22 @@ class PathHelpers:
         self.rmdir(parent.ino, name)
 
     def _remove_tree(self, dir_ino: int) -> None:
-        for entry in self.readdir(dir_ino):
-            child = self.getattr(entry.ino)
-            if child.is_dir:
-                self._remove_tree(child.ino)
-                self.rmdir(dir_ino, entry.name)
-            else:
-                self.unlink(dir_ino, entry.name)
+        """Empty a directory, depth first, without recursion (any depth)."""
+        stack: list[tuple[int, int, bytes]] = [(dir_ino, 0, b"")]  # (dir, parent, name)
+        while stack:
+            ino, parent, name = stack[-1]
+            subdirs = []
+            for entry in self.readdir(ino):
+                if self.getattr(entry.ino).is_dir:
+                    subdirs.append((entry.ino, ino, entry.name))
+                else:
+                    self.unlink(ino, entry.name)
+            if subdirs:
+                stack.extend(subdirs)
+                continue
+            stack.pop()
+            if stack:  # the top directory itself is the caller's to remove
+                self.rmdir(parent, name)
 
     def move(self, src: str | bytes, dst: str | bytes, flags: int = 0) -> None:
         """mv: into ``dst`` if it is an existing directory (keeping the name), else to

@@ -182,3 +182,41 @@ def test_stdout_on_a_full_disk_is_one_line(archive: Path) -> None:
         err = proc.stderr.decode()
         assert proc.returncode == 1, err
         assert err.strip() == "cartfs: standard output: No space left on device"
+
+
+def test_rm_reports_a_missing_path_and_removes_the_others(cli: Cli, archive: Path) -> None:
+    """As rm(1): one bad operand does not keep the others from going."""
+    result = cli("rm", archive, "/docs/a.txt", "/nope", "/link")
+    assert result.code == 1
+    assert result.err.strip() == "cartfs: /nope: no such file or directory"
+    with Archive.open(archive, readonly=True) as a:
+        assert not a.exists("/docs/a.txt") and not a.exists("/link")
+        assert a.exists("/docs/sub/b.bin")
+
+
+def test_rm_r_and_walk_handle_a_tree_deeper_than_the_recursion_limit(cli: Cli,
+                                                                     tmp_path: Path) -> None:
+    path = tmp_path / "deep.cart"
+    depth = 1500
+    with Archive.create(path) as a:
+        ino = a.getattr(1).ino
+        for i in range(depth):
+            ino = a.mkdir(ino, f"d{i}").ino
+        a.create_file(ino, "leaf")
+        walked = sum(1 for _ in a.walk("/d0"))
+    assert walked == depth
+    result = cli("rm", "-r", path, "/d0")
+    assert result.code == 0, result.err
+    with Archive.open(path, readonly=True) as a:
+        assert a.listdir("/") == []
+    assert cli("fsck", path).code == 0
+
+
+def test_put_reads_to_the_end_of_a_file_whose_size_lies(cli: Cli, tmp_path: Path) -> None:
+    """/proc files report size 0; cp copies what they hold, and so does put."""
+    path = tmp_path / "p.cart"
+    assert cli("create", path).code == 0
+    assert cli("put", path, "/proc/self/status", "/status").code == 0
+    with Archive.open(path, readonly=True) as a:
+        text = a.read_file("/status")
+    assert text.startswith(b"Name:\t") and len(text) > 100
