@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .btree import TREE_CATALOG, BTree, TxnClock
+from .btree import TREE_CATALOG, BTree, Node, TxnClock
 from .catalog import REC_CHUNK, REC_XATTR, decode_xattr
 from .format import BlobRef, TreeRef, decode_chunk_ptr
 from .pager import Pager
@@ -36,18 +36,22 @@ def runs_of(tree: BTree, seen_nodes: set[int], *, nodes: bool = True) -> Iterato
     for visit in tree.walk(descend):
         if nodes:
             yield visit.ref.page, 1, visit.ref.birth
-        if not visit.node.is_leaf:
-            continue
-        for key, value in zip(visit.node.keys, visit.node.vals, strict=True):
-            rec = key[8] if len(key) > 8 else -1
-            if rec == REC_CHUNK:
-                ptr = decode_chunk_ptr(value)
-                if ptr.inline_data is None:
-                    yield ptr.page, ptr.npages, ptr.birth
-            elif rec == REC_XATTR:
-                stored = decode_xattr(value)
-                if isinstance(stored, BlobRef):
-                    yield stored.page, stored.npages, stored.birth
+        if visit.node.is_leaf:
+            yield from leaf_runs(visit.node)
+
+
+def leaf_runs(node: Node) -> Iterator[Run]:
+    """The extents (chunks, xattr blobs) a catalog leaf points at."""
+    for key, value in zip(node.keys, node.vals, strict=True):
+        rec = key[8] if len(key) > 8 else -1
+        if rec == REC_CHUNK:
+            ptr = decode_chunk_ptr(value)
+            if ptr.inline_data is None:
+                yield ptr.page, ptr.npages, ptr.birth
+        elif rec == REC_XATTR:
+            stored = decode_xattr(value)
+            if isinstance(stored, BlobRef):
+                yield stored.page, stored.npages, stored.birth
 
 
 def extents_of(tree: BTree, seen_nodes: set[int]) -> Iterator[tuple[int, int]]:
