@@ -892,7 +892,8 @@ class Archive(PathHelpers):
         found = snapshots.list_snapshots(self)
         if not usage:
             return found
-        return [replace(s, exclusive_bytes=snapshots.snapshot_usage(self, s)) for s in found]
+        held = snapshots.exclusive_usage(self, found)  # one pass for all of them
+        return [replace(s, exclusive_bytes=held[s.id]) for s in found]
 
     @_writing
     def delete_snapshot(self, name: str) -> None:

@@ -29,10 +29,11 @@ import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .btree import BTree
 from .catalog import NAME_MAX
 from .errors import AlreadyExists, InvalidArgument, NameTooLong, NotFound
 from .format import PAGE_SIZE, PageNo, TreeRef, TxnId
-from .reach import catalog_tree, exclusive_pages, reachable_starts, runs_of
+from .reach import catalog_tree, leaf_runs, reachable_starts, runs_of
 
 if TYPE_CHECKING:
     from .archive import Archive
@@ -132,18 +133,70 @@ def set_snapshot_root(archive: Archive, info: SnapshotInfo, root: TreeRef) -> No
         info.id, info.txid, root.page, root.birth, info.created_ns, info.next_ino))
 
 
-def _other_roots(archive: Archive, exclude: str | None) -> list[TreeRef]:
-    roots = [archive.superblock.catalog]
-    roots += [s.root for s in list_snapshots(archive) if s.name != exclude]
-    return roots
+def exclusive_usage(archive: Archive, infos: list[SnapshotInfo]) -> dict[int, int]:
+    """Bytes that deleting each snapshot would free (by snapshot id), in one pass.
+
+    Every run (node page or extent) gets a label: the one root that reaches it, or SHARED.
+    The roots (the live tree first, then every snapshot) are walked one after the other; a
+    walk stops at runs already labelled with its own root or SHARED. Meeting a run another
+    root labelled makes it SHARED, and everything below it too (that root reached all of
+    it). A run is therefore visited at most three times (unlabelled, own, shared), whatever
+    the number of snapshots; each snapshot's figure is the pages labelled with it alone.
+    (The first version walked every other root once per snapshot: quadratic.)"""
+    archive._commit()
+    pager, clock = archive._pager, archive._clock
+    roots = [archive.superblock.catalog] + [s.root for s in infos]
+    label: dict[int, int] = {}  # first page of a run -> root index, or SHARED
+    pages: dict[int, int] = {}  # first page of a run -> pages in it
+    for index, root in enumerate(roots):
+        if not root.empty:
+            _label_tree(catalog_tree(pager, clock, root), root, index, label, pages)
+    held = [0] * len(roots)
+    for start, owner in label.items():
+        if owner != SHARED:
+            held[owner] += pages[start]
+    return {info.id: held[i + 1] * PAGE_SIZE for i, info in enumerate(infos)}
+
+
+SHARED = -1
+
+
+def _label_tree(tree: BTree, root: TreeRef, index: int, label: dict[int, int],
+                pages: dict[int, int]) -> None:
+    """Walk one root for :func:`exclusive_usage` (nodes depth first, explicit stack)."""
+
+    def claim(start: int, shared: bool) -> bool:
+        """Label a run reached from ``index`` (``shared``: also from the root that
+        labelled its parent); True if what lies below it must be visited."""
+        owner = label.get(start)
+        if owner is None:
+            label[start] = SHARED if shared else index
+            return True
+        if owner == SHARED or (owner == index and not shared):
+            return False
+        label[start] = SHARED
+        return True
+
+    stack: list[tuple[TreeRef, int | None, bool]] = [(root, None, False)]
+    while stack:
+        ref, level, shared = stack.pop()
+        if not claim(ref.page, shared):
+            continue
+        pages[ref.page] = 1
+        node = tree.load(ref, level=level)
+        below = label[ref.page] == SHARED
+        if node.is_leaf:
+            for start, n, _birth in leaf_runs(node):
+                pages[start] = n
+                claim(start, below)
+        else:
+            stack.extend((child, node.level - 1, below) for child in node.vals)
 
 
 def snapshot_usage(archive: Archive, info: SnapshotInfo) -> int:
     """Bytes that deleting this snapshot would free."""
-    archive._commit()
-    pages = exclusive_pages(archive._pager, archive._clock, info.root,
-                            _other_roots(archive, info.name))
-    return pages * PAGE_SIZE
+    return exclusive_usage(archive, [info] + [s for s in list_snapshots(archive)
+                                              if s.id != info.id])[info.id]
 
 
 def delete_snapshot(archive: Archive, name: str) -> None:

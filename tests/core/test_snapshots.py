@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import pytest
 
 from cartfs.core.archive import Archive, OpenOptions
+from cartfs.core.btree import BTree
 from cartfs.core.catalog import ROOT_INO, Inode
 from cartfs.core.device import MemoryDevice
 from cartfs.core.errors import (
@@ -40,6 +41,7 @@ from cartfs.core.format import PAGE_SIZE
 from cartfs.core.fsck import fsck
 from cartfs.core.keys import KdfParams
 from cartfs.core.namespace import DirEntry
+from cartfs.core.reach import catalog_tree, exclusive_pages, runs_of
 from cartfs.core.views import Change
 from cartfs.testing.workload import random_change
 
@@ -337,6 +339,56 @@ def test_deleting_a_snapshot_frees_exactly_the_pages_only_it_held() -> None:
     assert freed_total > 50 * PAGE_SIZE, "the snapshots held too little to prove anything"
     assert archive.statistics().allocator.dead_pages == 0
     assert full_state(archive) == live
+
+
+def test_held_only_by_each_snapshot_in_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``list_snapshots(usage=True)`` labels every page with the one root that reaches it
+    in a single pass; it must give exactly what walking every other root per snapshot gave
+    (after restores, deletions, twin snapshots of one root, big xattrs), and load each node
+    at most three times however many snapshots there are (the per-snapshot walks made 40
+    snapshots of 20k files take 6.6 s)."""
+    rng = random.Random(11)
+    archive = memory_archive()
+    for i in range(150):
+        archive.write_file(f"/d{i % 7}/f{i}", rng.randbytes(rng.choice((10, 3000, 20_000))),
+                           parents=True)
+    for n in range(14):
+        churn(archive, rng, 12)
+        if n % 4 == 1:
+            archive.setxattr(ROOT_INO, "user.big", rng.randbytes(6000))  # a blob extent
+        archive.create_snapshot(f"s{n}")
+        if n == 5:
+            archive.create_snapshot("twin")  # the same root as s5: neither holds anything
+        if n == 7:
+            archive.restore_snapshot("s3")
+        if n == 9:
+            archive.delete_snapshot("s4")
+    churn(archive, rng, 20)
+    archive.sync()
+    infos = archive.list_snapshots()
+    pager, clock = archive._pager, archive._clock
+    expected = {}
+    for info in infos:
+        others = [archive.superblock.catalog] + [s.root for s in infos if s.id != info.id]
+        expected[info.name] = exclusive_pages(pager, clock, info.root, others) * PAGE_SIZE
+    loads = 0
+    real_load = BTree.load
+
+    def counting_load(self: BTree, *args: Any, **kwargs: Any) -> Any:
+        nonlocal loads
+        loads += 1
+        return real_load(self, *args, **kwargs)
+
+    monkeypatch.setattr(BTree, "load", counting_load)
+    got = {s.name: s.exclusive_bytes for s in archive.list_snapshots(usage=True)}
+    monkeypatch.undo()
+    assert got == expected
+    assert got["twin"] == got["s5"] == 0 and sum(got.values()) > 20 * PAGE_SIZE
+    nodes: set[int] = set()
+    for root in [archive.superblock.catalog] + [s.root for s in infos]:
+        for _ in runs_of(catalog_tree(pager, clock, root), nodes, nodes=False):
+            pass
+    assert loads <= 3 * len(nodes), (loads, len(nodes))
 
 
 def test_snapshot_pages_are_never_reused_by_later_writes() -> None:
