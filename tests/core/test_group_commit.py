@@ -48,7 +48,7 @@ def test_the_size_threshold_commits() -> None:
 
 
 def test_the_time_threshold_commits_and_commit_if_due_sees_it() -> None:
-    device, archive = _fresh(OpenOptions(commit_interval=0.2))
+    _device, archive = _fresh(OpenOptions(commit_interval=0.2))
     with archive:
         ino = archive.create_file(1, "slow").ino
         assert archive.commit_if_due() is False  # nothing due yet
