@@ -30,7 +30,7 @@ from cartfs.cli.common import (
 )
 from cartfs.core.archive import Archive
 from cartfs.core.catalog import ROOT_INO
-from cartfs.core.errors import CartError, PassphraseRequired
+from cartfs.core.errors import CartError, CorruptArchive, PassphraseRequired
 from cartfs.core.format import DEFAULT_CHUNK_SIZE, PAGE_SIZE
 from cartfs.core.fsck import FsckReport, fsck
 
@@ -166,7 +166,11 @@ def info_lines(d: dict[str, Any]) -> list[str]:
 def cmd_info(args: argparse.Namespace) -> int:
     """Describe an archive: sizes, pages, compression, contents, manifest."""
     with open_archive(args, readonly=True) as archive:
-        details = describe(archive)
+        try:
+            details = describe(archive)
+        except CorruptArchive as exc:  # opened fine, damaged further in: say which archive
+            raise CartError(f"{args.archive}: {exc} (run 'cartfs fsck' for the full "
+                            "picture)") from None
     with quiet_broken_pipe():
         if args.json:
             print(json.dumps(details, indent=2, sort_keys=True))

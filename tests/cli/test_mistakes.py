@@ -85,6 +85,17 @@ def test_truncated_archive(cli: Cli, archive: Path) -> None:
         assert_one_line_error(cli(command, archive), "a.cart", "truncated")
 
 
+def test_info_on_a_damaged_tree_names_the_archive(cli: Cli, archive: Path) -> None:
+    with Archive.open(archive, readonly=True) as a:
+        root = a.superblock.catalog.page
+    raw = bytearray(archive.read_bytes())
+    raw[root * 4096 + 200] ^= 0xFF
+    archive.write_bytes(bytes(raw))
+    result = cli("info", archive)
+    assert_one_line_error(result, "a.cart", f"page {root}")
+    assert result.code == 1
+
+
 def test_corrupt_superblocks(cli: Cli, archive: Path) -> None:
     raw = bytearray(archive.read_bytes())
     for slot in (0, 1):
