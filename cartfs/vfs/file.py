@@ -1,9 +1,9 @@
 """The file objects apsw calls: SQLite's ``sqlite3_io_methods`` over a node.
 
 * :class:`FileHandle` — journals, WAL files, super-journals and temp files (in the archive
-  or in memory). A plain object, not an :class:`apsw.VFSFile` subclass: apsw answers
-  ``SQLITE_FCNTL_VFSNAME`` for VFSFile instances by calling their base file, which such a
-  file would not have.
+  or in memory; :class:`TempFileHandle` for nameless ones in the archive). A plain object,
+  not an :class:`apsw.VFSFile` subclass: apsw answers ``SQLITE_FCNTL_VFSNAME`` for VFSFile
+  instances by calling their base file, which such a file would not have.
 * :class:`ShadowedMainDbFile` — a main database. An :class:`apsw.VFSFile` opened through the
   unix VFS on a shadow host file, so that apsw forwards SQLite's shared-memory methods and
   WAL mode works (see :mod:`cartfs.vfs.shm`); every byte still goes to the archive.
@@ -146,6 +146,14 @@ class FileHandle:
             raise
         except Exception as exc:
             raise to_sqlite(exc, apsw.SQLITE_IOERR_CLOSE, self.label) from exc
+
+
+class TempFileHandle(FileHandle):
+    """A delete-on-close file in the archive (a nameless inode): its bytes never need to
+    survive a crash, so ``xSync`` commits nothing."""
+
+    def xSync(self, flags: int) -> None:
+        return
 
 
 class MainDbHandle(FileHandle):

@@ -242,7 +242,8 @@ class AwaitedNode:
 
 
 class MemoryNode:
-    """A temp file (NULL name or delete-on-close without a writable archive): a bytearray.
+    """A temp file when no writable archive can hold it (see :mod:`cartfs.vfs.vfs`): a
+    bytearray.
 
     Temp files never touch the host disk, which matters for encrypted archives: sort spills
     and VACUUM's transient copy hold plaintext rows.

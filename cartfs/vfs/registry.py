@@ -54,7 +54,7 @@ from cartfs.core.paths import parent_and_name
 
 from .committer import Committer
 from .naming import derived_base
-from .nodes import FileNode, PendingRun
+from .nodes import CHUNK_CACHE_BYTES, FileNode, PendingRun
 
 PASSPHRASE_ENV = "CARTFS_PASSPHRASE"
 _NAME_CACHE_MAX = 4096
@@ -185,9 +185,10 @@ class ArchiveEntry:
 
     # ---- file nodes ---------------------------------------------------------------------
 
-    def open_node(self, ino: int) -> FileNode:
+    def open_node(self, ino: int, cache_bytes: int = CHUNK_CACHE_BYTES) -> FileNode:
         """The shared node of an inode, with one more handle on it (and the inode pinned,
-        so an unlink while open keeps the bytes until the last close)."""
+        so an unlink while open keeps the bytes until the last close); a new node caches
+        up to ``cache_bytes`` of chunks."""
         with self.mutex:
             node = self._nodes.get(ino)
             if node is None:
@@ -196,7 +197,7 @@ class ArchiveEntry:
                     raise IsADirectory("is a directory")
                 if not inode.is_reg:
                     raise InvalidArgument("not a regular file")
-                node = FileNode(self, ino, inode.size, self.chunk_size)
+                node = FileNode(self, ino, inode.size, self.chunk_size, cache_bytes)
                 self._nodes[ino] = node
             node.handles += 1
             self.archive.pin(ino)
@@ -364,6 +365,14 @@ class Registry:
     def retain(self, entry: ArchiveEntry) -> None:
         with self._mutex:
             entry.refs += 1
+
+    def retain_open(self, entry: ArchiveEntry) -> bool:
+        """One more reference on ``entry`` if it is still open (False if it was closed)."""
+        with self._mutex:
+            if entry.refs <= 0 or self._entries.get(entry.key) is not entry:
+                return False
+            entry.refs += 1
+            return True
 
     def release(self, entry: ArchiveEntry) -> None:
         """Drop a reference; the last one commits and closes the archive."""

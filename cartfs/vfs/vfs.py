@@ -12,9 +12,14 @@ Opening maps SQLite's open flags to archive files:
   A read-only connection whose WAL does not exist yet while the archive is open read-only
   gets a handle that reads as empty until a writer in this process creates that file, and
   then reads it (:class:`~cartfs.vfs.nodes.AwaitedNode`).
-* delete-on-close files with a name: a nameless archive file (reclaimed even after a crash).
-* temp files without a name (temp database, statement/temp journals, VACUUM's transient
-  database, sorter spills): memory.
+* delete-on-close files, and temp files without a name (temp database, statement/temp
+  journals, VACUUM's transient database, sorter spills): a nameless archive file
+  (:meth:`Archive.create_unlinked`), dropped at close and reclaimed by the next writable
+  open if the process dies first; never synced. A temp file has no name to tell its archive,
+  so it goes to the archive of the main database this thread locked last — the database
+  whose statement needs it. When that archive is not open writable (frozen, or only
+  read-only connections), or the thread locked none, the temp file is held in memory
+  (never on the host disk: it may hold plaintext rows of an encrypted archive).
 
 Every method translates errors at one boundary (:mod:`cartfs.vfs.errors`).
 """
@@ -31,7 +36,13 @@ import apsw
 from cartfs.core.errors import AlreadyExists, CartError, IsADirectory, NotFound, ReadOnly
 
 from .errors import sqlite_error, to_sqlite
-from .file import FileHandle, MainDbHandle, ShadowedMainDbFile, current_entry
+from .file import (
+    FileHandle,
+    MainDbHandle,
+    ShadowedMainDbFile,
+    TempFileHandle,
+    current_entry,
+)
 from .naming import full_pathname, normalize, split_qualified
 from .nodes import AwaitedNode, FileNode, MemoryNode
 from .registry import REGISTRY, ArchiveEntry, Registry
@@ -40,6 +51,9 @@ from .shm import remove_shadow, shadow_path
 log = logging.getLogger("cartfs.vfs")
 
 VFS_NAME = "cartridge"
+# Chunks a temp file keeps decoded: it is written and read back in runs, and the archive's
+# own cache holds what is re-read; a big cache per temp file would only add to the peak RSS.
+TEMP_CACHE_BYTES = 4 * 1024 * 1024
 
 _O = apsw
 _READONLY, _READWRITE, _CREATE = _O.SQLITE_OPEN_READONLY, _O.SQLITE_OPEN_READWRITE, \
@@ -128,7 +142,7 @@ class CartridgeVFS(apsw.VFS):
             name.filename() if isinstance(name, apsw.URIFilename) else name)
         try:
             if name is None:
-                return self._open_memory(flags, "temp file")
+                return self._open_temp(flags)
             archive = key_file = None
             if isinstance(name, apsw.URIFilename):
                 archive = name.uri_parameter("archive") or None
@@ -141,6 +155,19 @@ class CartridgeVFS(apsw.VFS):
             raise
         except Exception as exc:
             raise to_sqlite(exc, apsw.SQLITE_CANTOPEN, label) from exc
+
+    def _open_temp(self, flags: list[int]) -> FileHandle:
+        """A temp file without a name: a nameless file in the archive of the database this
+        thread locked last (the statement or VACUUM that needs it), or memory when that
+        archive is not open writable (see the module docstring)."""
+        entry = current_entry()
+        if entry is None or not entry.writable or not self.registry.retain_open(entry):
+            return self._open_memory(flags, "temp file")
+        try:
+            return self._open_unlinked(entry, flags, f"{entry.path}:(temp file)")
+        except BaseException:
+            self.registry.release(entry)
+            raise
 
     @staticmethod
     def _open_memory(flags: list[int], label: str) -> FileHandle:
@@ -275,11 +302,13 @@ class CartridgeVFS(apsw.VFS):
         if not entry.writable:
             self.registry.release(entry)
             return self._open_memory(flags, label)
-        ino = entry.create_unlinked()
-        node = entry.open_node(ino)
-        entry.archive.unpin(ino)  # create_unlinked's own pin; open_node holds one now
+        ino = entry.create_unlinked()  # pinned once, and reclaimed if the process dies
+        try:
+            node = entry.open_node(ino, TEMP_CACHE_BYTES)  # the handle's own pin
+        finally:
+            entry.archive.unpin(ino)  # create_unlinked's pin (the last one drops the inode)
         flags[1] = flags[0]
-        return FileHandle(node, label, entry, self._closer(entry, node, False))
+        return TempFileHandle(node, label, entry, self._closer(entry, node, False))
 
     def _closer(self, entry: ArchiveEntry, node: FileNode, journal: bool
                 ) -> Callable[[], None]:

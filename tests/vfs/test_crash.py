@@ -22,6 +22,7 @@ import apsw
 import pytest
 
 from cartfs.core.archive import Archive
+from cartfs.core.fsck import fsck
 
 from .conftest import PYTHON, Connections, fsck_ok, subprocess_env
 
@@ -196,3 +197,59 @@ def kill_writer_after(archive: Path, mode: str, delay: float, target: int) -> in
         if proc.stdout is not None:
             proc.stdout.close()
     return last
+
+
+VACUUMER = r"""
+import sys, time
+import cartfs.vfs
+from cartfs.vfs.registry import REGISTRY
+
+conn = cartfs.vfs.connect(sys.argv[1], "/vac.db")
+conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, pad BLOB)")
+with conn:
+    conn.executemany("INSERT INTO t VALUES (?, randomblob(3000))", ((i,) for i in range(2000)))
+(entry,) = REGISTRY.open_entries()
+db_ino = entry.lookup("/vac.db")
+
+def progress():
+    with entry.mutex:
+        temp = [n for ino, n in entry.nodes_locked().items() if ino != db_ino]
+    if temp and temp[0].size > 2_000_000:
+        entry.sync()  # what the commit timer does: the half-written copy reaches the disk
+        print("copying", flush=True)
+        time.sleep(60)
+    return False
+
+conn.set_progress_handler(progress, 100)
+conn.execute("VACUUM")
+"""
+
+
+def test_killed_during_vacuum_leaves_no_temp_file(archive: Path, conns: Connections) -> None:
+    """VACUUM's transient copy is a nameless archive file: a writer killed while it is
+    half-written leaves an orphan that the next writable open reclaims."""
+    proc = subprocess.Popen([PYTHON, "-c", VACUUMER, str(archive)], env=subprocess_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line == "copying\n", proc.stderr.read() if proc.stderr else ""
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    with Archive.open(archive, readonly=True) as a:
+        report = fsck(a)
+    assert report.ok and report.files == 2  # the database and the orphaned copy
+    assert set(leftovers(archive)) == {"vac.db"}
+    conn = conns.connect(archive, "/vac.db")  # a writable open reclaims the orphan
+    assert conn.execute("SELECT count(*) FROM t").fetchall() == [(2000,)]
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    conn.close()
+    with Archive.open(archive, readonly=True) as a:
+        report = fsck(a)
+    assert report.ok and report.files == 1

@@ -12,7 +12,10 @@ import apsw
 import pytest
 
 import cartfs.vfs
-from cartfs.core.archive import OpenOptions
+import cartfs.vfs.vfs
+from cartfs.core.archive import Archive, OpenOptions
+from cartfs.core.fsck import fsck
+from cartfs.vfs.nodes import MemoryNode
 from cartfs.vfs.registry import REGISTRY
 
 from .conftest import Connections, archive_files, fsck_ok
@@ -79,6 +82,51 @@ def test_vacuum_shrinks_and_keeps_data(archive: Path, conns: Connections) -> Non
     integrity(conn)
     conn.close()
     assert set(archive_files(archive)) == {"/vac.db"}  # VACUUM's temp files left nothing
+
+
+def test_vacuum_copy_goes_through_the_archive(archive: Path, conns: Connections,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """VACUUM's transient copy of the database is a nameless archive file, not memory: seen
+    growing to the database's size while VACUUM runs, and gone (no orphan) afterwards."""
+    in_memory: list[object] = []
+
+    class NoMemoryNode(MemoryNode):
+        def __init__(self) -> None:
+            super().__init__()
+            in_memory.append(self)
+
+    monkeypatch.setattr(cartfs.vfs.vfs, "MemoryNode", NoMemoryNode)
+    conn = conns.connect(archive, "/vac.db")
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, pad BLOB)")
+    with conn:
+        conn.executemany("INSERT INTO t VALUES (?, randomblob(4000))",
+                         ((i,) for i in range(3000)))
+    conn.execute("DELETE FROM t WHERE id % 10 = 0")
+    conn.execute("PRAGMA cache_size=-1000")
+    (entry,) = REGISTRY.open_entries()
+    biggest = [0]
+
+    def watch() -> bool:
+        with entry.mutex:
+            nodes = entry.nodes_locked()
+        for ino, node in nodes.items():
+            if entry.archive.getattr(ino).nlink == 0:
+                biggest[0] = max(biggest[0], node.size)
+        return False
+
+    conn.set_progress_handler(watch, 100)
+    conn.execute("VACUUM")
+    conn.set_progress_handler(None)
+    assert biggest[0] >= archive_size(conn) * 0.8
+    assert in_memory == []
+    assert entry.archive.statistics().open_inodes == 1  # only /vac.db is still open
+    assert conn.execute("SELECT count(*) FROM t").fetchall() == [(2700,)]
+    integrity(conn)
+    conn.close()
+    assert set(archive_files(archive)) == {"/vac.db"}
+    with Archive.open(archive, readonly=True) as a:
+        report = fsck(a)
+    assert report.ok and report.files == 1  # no orphan left behind
 
 
 def archive_size(conn: apsw.Connection) -> int:

@@ -4,7 +4,10 @@ xDelete (SQLITE_IOERR_DELETE_NOENT), xFullPathname, exclusive creation, device p
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import apsw
 import pytest
@@ -12,11 +15,13 @@ import pytest
 import cartfs.vfs
 from cartfs.core.archive import Archive
 from cartfs.vfs.file import CAPABILITIES
+from cartfs.vfs.registry import REGISTRY
 
 from .conftest import archive_files, fsck_ok
 
 RW_CREATE = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
 JOURNAL = apsw.SQLITE_OPEN_MAIN_JOURNAL
+T = TypeVar("T")
 
 
 def open_file(name: str | None, flags: int) -> apsw.VFSFile:
@@ -81,11 +86,69 @@ def test_delete_on_close_leaves_nothing(archive: Path) -> None:
     fsck_ok(archive)
 
 
-def test_temp_files_without_a_name_live_in_memory(archive: Path) -> None:
-    f = open_file(None, apsw.SQLITE_OPEN_TEMP_DB | RW_CREATE | apsw.SQLITE_OPEN_DELETEONCLOSE)
-    f.xWrite(b"temp", 4096)
-    assert f.xFileSize() == 4100 and f.xRead(4, 4096) == b"temp"
-    f.xClose()
+TEMP_DB = apsw.SQLITE_OPEN_TEMP_DB | RW_CREATE | apsw.SQLITE_OPEN_DELETEONCLOSE
+
+
+def in_thread(fn: Callable[[], T]) -> T:
+    """``fn()`` in a fresh thread: one that has locked no database yet."""
+    out: list[T] = []
+    worker = threading.Thread(target=lambda: out.append(fn()))
+    worker.start()
+    worker.join(timeout=60)
+    return out[0]
+
+
+def test_temp_files_without_a_name_go_to_the_archive(archive: Path) -> None:
+    """A nameless temp file lives in the archive of the database this thread locked last, as
+    an unnamed inode that its close drops."""
+    conn = cartfs.vfs.connect(archive, "/main.db")
+    try:
+        conn.execute("CREATE TABLE t(x)")  # this thread has locked /main.db
+        (entry,) = REGISTRY.open_entries()
+        refs, before = entry.refs, set(entry.nodes_locked())
+        f = open_file(None, TEMP_DB)
+        assert entry.refs == refs + 1
+        (ino,) = set(entry.nodes_locked()) - before
+        assert entry.archive.getattr(ino).nlink == 0  # no name, ever
+        f.xWrite(b"temp" * 100_000, 4096)
+        assert f.xFileSize() == 404_096 and f.xRead(4, 4096) == b"temp"
+        assert entry.archive.getattr(ino).size > 0  # the bytes went to the archive
+        f.xClose()
+        assert entry.refs == refs and set(entry.nodes_locked()) == before
+        assert not entry.archive._ns.exists(ino)  # dropped at close
+    finally:
+        conn.close()
+    assert set(archive_files(archive)) == {"/main.db"}
+    fsck_ok(archive)
+
+
+def test_temp_files_fall_back_to_memory(tmp_path: Path, archive: Path) -> None:
+    """No database locked by this thread, or its archive open read-only: memory."""
+    def use_temp() -> bytes:
+        f = open_file(None, TEMP_DB)
+        try:
+            f.xWrite(b"temp", 4096)
+            assert f.xFileSize() == 4100
+            return bytes(f.xRead(4, 4096))
+        finally:
+            f.xClose()
+
+    assert in_thread(use_temp) == b"temp"
+    conn = cartfs.vfs.connect(archive, "/main.db")
+    conn.execute("CREATE TABLE t(x)")
+    conn.close()
+    frozen = tmp_path / "frozen.cart"
+    with Archive.open(archive) as a:
+        a.freeze(str(frozen))
+    ro = cartfs.vfs.connect(frozen, "/main.db")
+    try:
+        ro.execute("SELECT * FROM t").fetchall()
+        (entry,) = REGISTRY.open_entries()
+        refs = entry.refs
+        assert use_temp() == b"temp"
+        assert entry.refs == refs  # nothing taken from the read-only archive
+    finally:
+        ro.close()
 
 
 def test_access_delete_and_exclusive_create(archive: Path) -> None:
