@@ -1,7 +1,8 @@
 """Freeze: a compact, read-only, signed copy of an archive; and its verification.
 
 A frozen archive is the same format with the FROZEN and SIGNED feature flags: the live tree
-(or one snapshot's tree) relocated page by page into a new file with no free space, the
+(or one snapshot's tree) relocated page by page into a new file with no free space — less
+its orphans (files unlinked while open, which a frozen archive could never delete) — the
 manifest and the system records (minus snapshots, which a frozen archive does not carry),
 an allocator state saying every page is in use, and a signature record on the last page.
 Relocation (relocate.py) copies sealed extents verbatim, so an encrypted archive freezes into
@@ -37,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from .alloc import Allocator
 from .btree import TREE_CATALOG, TREE_SYSTEM, BTree, TxnClock
 from .cache import ARCCache
+from .catalog import orphan_range
 from .device import Device, FileDevice
 from .errors import CartError, CorruptArchive, InvalidArgument, NotAnArchive, SignatureError
 from .format import (
@@ -53,6 +55,7 @@ from .format import (
     encode_superblock,
 )
 from .pager import Pager
+from .reach import catalog_tree
 from .relocate import Relocator
 from .snapshots import SNAP_PREFIX, SNAP_SEQ_KEY, get_snapshot
 
@@ -209,7 +212,8 @@ def _write_frozen(archive: Archive, device: FileDevice, src: Superblock, root: T
         if progress is not None:
             progress(min(copied, total_hint), total_hint)
 
-    mover = Relocator(archive._pager, pager, out.allocate, lambda page, n: True, tick)
+    mover = Relocator(archive._pager, pager, out.allocate, lambda page, n: True, tick,
+                      drop=_orphan_filter(archive, root))
     catalog = mover.tree(root, TREE_CATALOG)
     txid = TxnId(src.txid + 1)
     system = BTree(pager, out, TxnClock(txid), TREE_SYSTEM, TreeRef())  # type: ignore[arg-type]
@@ -238,6 +242,19 @@ def _write_frozen(archive: Archive, device: FileDevice, src: Superblock, root: T
     if progress is not None:  # the hint counts pages not copied (allocator, other trees)
         progress(total_hint, total_hint)
     return total
+
+
+def _orphan_filter(archive: Archive, root: TreeRef) -> Callable[[bytes], bool] | None:
+    """Which catalog keys of ``root`` to leave out: every record of an orphan (a file
+    unlinked while still open, or left so by a crash; a writable open would delete it) and
+    the orphan marks themselves. A frozen archive is never opened for writing, so it would
+    carry them for ever; it must hold exactly the named tree, packed."""
+    start, end = orphan_range()
+    tree = catalog_tree(archive._pager, archive._clock, root)
+    orphans = {key[len(start):] for key, _ in tree.items(start, end)}
+    if not orphans:
+        return None
+    return lambda key: key[:8] in orphans or start <= key < end
 
 
 def read_signature(device: Device, sb: Superblock) -> Signature:

@@ -14,6 +14,10 @@ its children have their new addresses. Three rules keep every invariant of the a
   unique for ordinary writes (a page freed in transaction T is reused only after T). A moved
   copy keeps its old birth, so before writing it we drop whatever the cache holds under its
   new (page, birth).
+* **Leaving records out (freeze).** ``drop`` names catalog keys not to copy (the records
+  of orphans: files unlinked while open). A leaf loses those entries, a node left with none
+  is dropped from its parent (whose first key becomes the empty key again), and the extents
+  of dropped records are never visited, so they are not copied.
 * **Nothing is overwritten.** New copies go to free pages (below the vacuum boundary, or into
   the new file for freeze); the old pages are released only after the commit that stops
   referring to them is durable.
@@ -25,7 +29,15 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from .btree import TREE_CATALOG, BTree, Node, TxnClock, encode_node
+from .btree import (
+    BRANCH_OVERHEAD,
+    LEAF_OVERHEAD,
+    TREE_CATALOG,
+    BTree,
+    Node,
+    TxnClock,
+    encode_node,
+)
 from .catalog import REC_CHUNK, REC_XATTR, decode_xattr, encode_xattr_blob
 from .format import (
     KIND_BRANCH,
@@ -40,6 +52,13 @@ from .format import (
 from .pager import Pager
 
 Allocate = Callable[[int], int]
+
+
+def _size(level: int, keys: list[bytes], vals: list[Any]) -> int:
+    """Encoded size of a node's entries (btree.py's layout)."""
+    if level == 0:
+        return sum(LEAF_OVERHEAD + len(k) + len(v) for k, v in zip(keys, vals, strict=True))
+    return sum(BRANCH_OVERHEAD + len(k) for k in keys)
 ShouldMove = Callable[[int, int], bool]
 
 
@@ -49,15 +68,17 @@ class Relocator:
 
     def __init__(self, src: Pager, dst: Pager, allocate: Allocate, should_move: ShouldMove,
                  progress: Callable[[int], None] | None = None,
-                 placement: dict[int, int] | None = None) -> None:
+                 placement: dict[int, int] | None = None,
+                 drop: Callable[[bytes], bool] | None = None) -> None:
         self.src = src
+        self.drop = drop  # catalog keys to leave out of the copy (freeze: orphans)
         self.dst = dst
         self.allocate = allocate
         self.should_move = should_move
         self.progress = progress
         self.placement = placement  # planned new homes of extents (vacuum); None = allocate
         self._clock = TxnClock(0)
-        self._nodes: dict[tuple[int, int], TreeRef] = {}
+        self._nodes: dict[tuple[int, int], TreeRef | None] = {}
         self._extents: dict[int, int] = {}  # old first page -> new first page
         self._moved_nodes: dict[int, int] = {}  # old node page -> new node page
         self.replaced: list[tuple[int, int]] = []  # old runs nobody refers to any more
@@ -67,41 +88,58 @@ class Relocator:
         return self._extents.get(start, self._moved_nodes.get(start, start))
 
     def tree(self, root: TreeRef, tree_id: int) -> TreeRef:
-        """Relocate a whole tree; returns its (possibly unchanged) root."""
+        """Relocate a whole tree; returns its (possibly unchanged) root (empty if ``drop``
+        left nothing of it)."""
         if root.empty:
             return root
         reader = BTree(self.src, None, self._clock, tree_id, TreeRef(), writable=False)
-        return self._node(reader, root, None, tree_id)
+        return self._node(reader, root, None, tree_id) or TreeRef()
 
-    def _node(self, reader: BTree, ref: TreeRef, level: int | None, tree_id: int) -> TreeRef:
+    def _node(self, reader: BTree, ref: TreeRef, level: int | None, tree_id: int
+              ) -> TreeRef | None:
+        """The node's new reference, or None if ``drop`` removed every entry below it."""
         key = (ref.page, ref.birth)
-        done = self._nodes.get(key)
-        if done is not None:
-            return done
+        if key in self._nodes:
+            return self._nodes[key]
         node = reader.load(ref, level=level)
-        vals = list(node.vals)
+        keys, vals = list(node.keys), list(node.vals)
         changed = self.should_move(ref.page, 1)
         if node.is_leaf:
             if tree_id == TREE_CATALOG:
-                for i, (k, v) in enumerate(zip(node.keys, node.vals, strict=True)):
+                if self.drop is not None:
+                    kept = [i for i, k in enumerate(keys) if not self.drop(k)]
+                    changed |= len(kept) != len(keys)
+                    keys, vals = [keys[i] for i in kept], [vals[i] for i in kept]
+                for i, (k, v) in enumerate(zip(keys, vals, strict=True)):
                     vals[i] = self._value(k, v)
                     changed |= vals[i] is not v
         else:
-            for i, child in enumerate(node.vals):
-                vals[i] = self._node(reader, child, node.level - 1, tree_id)
-                changed |= vals[i] != child
-        result = self._write(node, vals, ref, tree_id) if changed else ref
+            children = [self._node(reader, child, node.level - 1, tree_id)
+                        for child in node.vals]
+            changed |= children != node.vals
+            kept = [i for i, child in enumerate(children) if child is not None]
+            keys, vals = [keys[i] for i in kept], [children[i] for i in kept]
+            if keys:
+                keys[0] = b""  # child 0 holds everything below keys[1] (btree.py)
+        result: TreeRef | None
+        if not keys:
+            result = None
+        elif changed:
+            result = self._write(Node(node.level, keys, vals, _size(node.level, keys, vals),
+                                      dirty=False), ref, tree_id)
+        else:
+            result = ref
         self._nodes[key] = result
-        if result.page != ref.page:
+        if result is not None and result.page != ref.page:
             self._moved_nodes[ref.page] = result.page
         if self.progress is not None:
             self.progress(1)
         return result
 
-    def _write(self, node: Node, vals: list[Any], ref: TreeRef, tree_id: int) -> TreeRef:
+    def _write(self, node: Node, ref: TreeRef, tree_id: int) -> TreeRef:
         page = PageNo(self.allocate(1))
         self._forget_cached(page, ref.birth)
-        copy = Node(node.level, list(node.keys), vals, node.size, dirty=False, page=page,
+        copy = Node(node.level, node.keys, node.vals, node.size, dirty=False, page=page,
                     birth=ref.birth)
         kind = KIND_LEAF if node.is_leaf else KIND_BRANCH
         header = PageHeader(kind, 0, len(node.keys), 0, page, ref.birth, node.level, tree_id)

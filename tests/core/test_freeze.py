@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import shutil
 import tracemalloc
 from pathlib import Path
 
@@ -179,6 +180,83 @@ def test_freeze_of_a_snapshot(tmp_path: Path) -> None:
     assert frozen_state(dest) == snap
     verify_signature(str(dest))
     assert not (tmp_path / "x.cart").exists()
+
+
+def _catalog_keys(archive: Archive) -> list[bytes]:
+    return [bytes(k) for k, _ in archive._catalog.items()]
+
+
+def test_freeze_leaves_out_files_unlinked_while_open(tmp_path: Path) -> None:
+    """Regression: an orphan (unlinked while open, or left so by a crash) was copied into
+    the frozen archive with all its data, where no writable open would ever delete it.
+    The copy of the live tree, of a snapshot taken while the orphan existed, and of an
+    archive a crash left with orphans all hold exactly the named tree, packed."""
+    src = tmp_path / "a.cart"
+    rng = random.Random(8)
+    with Archive.create(src, chunk_size=4096, options=NEVER) as archive:
+        build_rich_tree(archive)
+        clean = tmp_path / "clean.cart"
+        archive.freeze(clean)
+        opened = archive.write_file("/open-then-unlinked", rng.randbytes(300_000))
+        archive.setxattr(opened.ino, "user.big", rng.randbytes(5000))  # a blob extent too
+        archive.pin(opened.ino)
+        archive.remove("/open-then-unlinked")
+        anonymous = archive.create_unlinked()  # O_TMPFILE-like: never had a name
+        archive.write(anonymous.ino, 0, rng.randbytes(200_000))
+        archive.sync()
+        state = full_state(archive)  # what has names: the orphans are not in it
+        archive.create_snapshot("with-orphans")
+        assert archive.read(opened.ino, 0, 10)  # still readable: it is open
+        archive.freeze(tmp_path / "live.cart")
+        archive.freeze(tmp_path / "snap.cart", snapshot="with-orphans")
+        shutil.copyfile(src, tmp_path / "crashed.cart")  # the file as a crash leaves it
+        archive.unpin(opened.ino)
+    with Archive.open(tmp_path / "crashed.cart", readonly=True) as crashed:
+        assert any(k[:9] == bytes(8) + b"\x10" for k in _catalog_keys(crashed))
+        crashed.freeze(tmp_path / "from-crash.cart")
+    clean_pages = os.path.getsize(clean) // PAGE_SIZE
+    for name in ("live.cart", "snap.cart", "from-crash.cart"):
+        dest = tmp_path / name
+        verify_signature(str(dest))
+        with Archive.open(dest, readonly=True) as frozen:
+            assert full_state(frozen) == state, name
+            keys = _catalog_keys(frozen)
+            for ino in (opened.ino, anonymous.ino):
+                assert not any(k[:8] == ino.to_bytes(8, "big") for k in keys), name
+                with pytest.raises(NotFound):
+                    frozen.getattr(ino)
+            assert not any(k[:9] == bytes(8) + b"\x10" for k in keys), name  # orphan marks
+            assert_fsck(frozen, name)
+        # packed: about the size of a freeze made before the orphans existed (the frozen
+        # tree's nodes may differ by a few), nowhere near the orphans' 500 kB
+        assert os.path.getsize(dest) // PAGE_SIZE <= clean_pages + 4, name
+
+
+def test_freeze_drops_whole_leaves_of_orphans(tmp_path: Path) -> None:
+    """Hundreds of orphans: whole leaves hold nothing but orphan records (the first leaf
+    of the tree, too: orphan marks sort before the root inode), so the copy drops nodes
+    and re-keys branches; it must still be a valid, packed tree."""
+    src = tmp_path / "a.cart"
+    with Archive.create(src, chunk_size=4096, options=NEVER) as archive:
+        for i in range(40):
+            archive.write_file(f"/named/{i}", b"n" * (i * 50), parents=True)
+        clean = tmp_path / "clean.cart"
+        archive.freeze(clean)
+        for i in range(600):
+            orphan = archive.create_unlinked()
+            archive.write(orphan.ino, 0, b"o" * (i % 7 * 3000))
+        archive.write_file("/named/last", b"after the orphans")
+        archive.sync()
+        state = full_state(archive)
+        archive.freeze(tmp_path / "frozen.cart")
+    dest = tmp_path / "frozen.cart"
+    verify_signature(str(dest))
+    with Archive.open(dest, readonly=True) as frozen:
+        assert full_state(frozen) == state
+        assert_fsck(frozen, "frozen without 600 orphans")
+        assert frozen.statistics().allocator.used_pages < \
+            os.path.getsize(clean) // PAGE_SIZE + 4
+        assert frozen.read_file("/named/last") == b"after the orphans"
 
 
 def test_freeze_of_an_archive_larger_than_the_cache(tmp_path: Path) -> None:
