@@ -11,7 +11,9 @@ back old permissions) under ``iam/``:
 Decisions are cached per (principal, action, resource, context) under the generation, so a
 cached decision never survives a change of policy (the first implementation's cache did).
 When the archive holds no policy at all, IAM is off and everything is allowed; once one
-policy exists, every principal is denied whatever no statement allows. Access-key secrets are
+policy exists, every principal is denied whatever no statement allows. When a policy names
+``aws:CurrentTime`` or ``aws:EpochTime``, a request without them is decided at the current
+second (the clock is the one outside input the store reads). Access-key secrets are
 stored as given (SigV4 needs them); in an encrypted archive the system tree is sealed.
 """
 
@@ -46,6 +48,21 @@ def _check_name(kind: str, name: str) -> bytes:
     if not _NAME.match(name):
         raise InvalidArgument(f"invalid {kind} name {name!r} (1-64 of A-Z a-z 0-9 +=,.@_-)")
     return name.encode()
+
+
+CLOCK_KEYS = ("aws:currenttime", "aws:epochtime")
+
+
+def _add_clock(ctx: dict[str, str | Sequence[str]]) -> None:
+    """Time conditions need the time: a request that does not bring its own (tests and
+    replays do) is evaluated at the current second. Without this a ``DateGreaterThan``
+    Deny would find no key and never apply — a conditional Deny failing open."""
+    given = {k.lower() for k in ctx}
+    now = int(time.time())
+    if "aws:currenttime" not in given:
+        ctx["aws:CurrentTime"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+    if "aws:epochtime" not in given:
+        ctx["aws:EpochTime"] = str(now)
 
 
 def _prefix_end(prefix: bytes) -> bytes:
@@ -86,6 +103,7 @@ class IamStore:
         self.archive = archive
         self._cache = DecisionCache()
         self._policies: dict[str, Policy] = {}
+        self._clock_policies: tuple[int, bool] | None = None  # (generation, reads the clock)
 
     @property
     def _tree(self) -> Any:
@@ -258,6 +276,8 @@ class IamStore:
             if not (isinstance(k, str) and k.lower() in ("aws:username", "cartfs:username"))}
         ctx.update({"aws:username": user, "cartfs:username": user})
         generation = self.generation
+        if self._reads_clock(generation):
+            _add_clock(ctx)
         key = decision_key(user, action, resource, ctx)
         cached = self._cache.get(key, generation)
         if cached is not None:
@@ -273,6 +293,16 @@ class IamStore:
             decision = evaluate(policies, action, resource, ctx)
         self._cache.put(key, generation, decision)
         return decision
+
+    def _reads_clock(self, generation: int) -> bool:
+        """Whether any stored policy names a time key: only then does a decision depend on
+        the clock (and only then does the time enter the cache key)."""
+        if self._clock_policies is None or self._clock_policies[0] != generation:
+            text = " ".join(self.get_policy(name).to_json().lower()
+                            for name in self.list_policies())
+            reads = any(key in text for key in CLOCK_KEYS)
+            self._clock_policies = (generation, reads)
+        return self._clock_policies[1]
 
     @_locked
     def enforce(self, user: str, action: str, resource: str,

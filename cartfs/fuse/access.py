@@ -91,13 +91,18 @@ class NoAccess:
         """Delete/Create on both sides of a rename, subtrees included."""
 
 
+MOUNT_CONTEXT = {"aws:SecureTransport": "true", "cartfs:Transport": "fuse"}
+
+
 class PolicyAccess(NoAccess):
     """Checks every request for one principal against the archive's policies."""
 
     enabled = True
 
     def __init__(self, archive: Archive, principal: str) -> None:
-        self.guard = archive.as_principal(principal)
+        # What only the mount knows about its requests: they come through the kernel, never
+        # over a network (no aws:SourceIp); the time keys are added by the archive's store.
+        self.guard = archive.as_principal(principal, MOUNT_CONTEXT)
         self.principal = principal
         self._names: dict[int, tuple[int, bytes]] = {}
         self._children: dict[tuple[int, bytes], int] = {}

@@ -214,7 +214,6 @@ ROWS = [
         {"aws:CurrentTime": "2031-01-01T00:00:00Z"}, why="expired"),
     Row("erin", "cartfs:Read", "/public/readme.txt", False, IMPLICIT, "read",
         {"aws:CurrentTime": "yesterday"}, why="bad date: allow ignored"),
-    Row("erin", "cartfs:Read", "/public/readme.txt", False, IMPLICIT, "read", why="no time"),
     Row("hank", "cartfs:Write", "/home/hank/f.txt", True, A, "write",
         {"cartfs:WriteSize": "10"}),
     Row("hank", "cartfs:Write", "/home/hank/f.txt", False, D, "write",

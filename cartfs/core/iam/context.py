@@ -4,9 +4,10 @@ Adapters describe a request as a mapping ``key -> str | list[str]`` (``aws:Sourc
 ``aws:CurrentTime``, ``aws:SecureTransport``, ``aws:username``, ``s3:prefix``,
 ``cartfs:snapshot`` ...). :class:`RequestContext` validates it once, folds the keys to lower
 case (IAM condition keys are case-insensitive) and makes ``aws:username`` and
-``cartfs:username`` stand in for each other when only one is given. The engine never reads
-a clock or a socket: an adapter that wants ``aws:CurrentTime`` conditions to work puts the
-time into the context.
+``cartfs:username`` stand in for each other when only one is given. The evaluation engine
+never reads a clock or a socket; the archive's IamStore adds ``aws:CurrentTime`` and
+``aws:EpochTime`` when a policy needs them and the request did not bring them, and each
+adapter adds what only it knows (the mount: ``aws:SecureTransport``, ``cartfs:Transport``).
 """
 
 from __future__ import annotations
