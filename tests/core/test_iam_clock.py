@@ -65,9 +65,9 @@ def test_a_time_limited_grant_grants_until_it_expires() -> None:
     now = time.time()
     with archive_with(window(now - DAY, now + DAY)) as archive:
         assert archive.as_principal("alice").read_file("/home/alice/a.txt") == b"hers"
-    with archive_with(window(now - 2 * DAY, now - DAY)) as archive:
-        with pytest.raises(PermissionDenied):
-            archive.as_principal("alice").read_file("/home/alice/a.txt")
+    with archive_with(window(now - 2 * DAY, now - DAY)) as archive, \
+            pytest.raises(PermissionDenied):
+        archive.as_principal("alice").read_file("/home/alice/a.txt")
 
 
 def test_policies_without_time_keys_keep_their_decisions_cached() -> None:
