@@ -5,6 +5,12 @@ its dot-commands) on the database; with SQL it runs the statement(s) and prints 
 tab-separated (``--header`` adds the column names). The database is opened through the
 ``cartridge`` VFS, so the archive is not mounted and nothing is extracted; it is created if
 missing unless ``--readonly`` or ``--no-create``.
+
+As with stock ``sqlite3``, the shell reading a script keeps going after an error and exits
+1 at the end if any statement failed; ``.bail on`` stops at the first error (exit 1, the
+shell's message, no traceback); ``.exit N`` exits N. A plain absolute path in SQL
+(``ATTACH '/other.db' AS o``, ``VACUUM INTO '/bak.db'``) means that path inside ARCHIVE
+(:func:`cartfs.vfs.default_archive`).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from cartfs.cli.common import (
     write_out,
 )
 from cartfs.core.errors import CartError, PassphraseRequired
-from cartfs.vfs import connect
+from cartfs.vfs import connect, default_archive
 
 ORDER = 70
 
@@ -33,7 +39,7 @@ class SqlError(CartError):
 
 
 def _connect(args: argparse.Namespace) -> apsw.Connection:
-    def attempt(passphrase: str | None) -> apsw.Connection:
+    def attempt(passphrase: str | bytes | None) -> apsw.Connection:
         return connect(args.archive, args.db_path, readonly=args.readonly,
                        create=not args.no_create, passphrase=passphrase)
 
@@ -78,23 +84,44 @@ def cmd_sql(args: argparse.Namespace) -> int:
         args.no_create = False  # read-only never creates anyway
     conn = _connect(args)
     try:
-        if args.sql is None:
-            return _shell(conn)
-        with quiet_broken_pipe():
-            try:
-                run_sql(conn, args.sql, header=args.header)
-            except apsw.Error as exc:
-                raise SqlError(f"{args.db_path}: {exc}") from None
-        return 0
+        with default_archive(args.archive):
+            if args.sql is None:
+                return _shell(conn)
+            with quiet_broken_pipe():
+                try:
+                    run_sql(conn, args.sql, header=args.header)
+                except apsw.Error as exc:
+                    raise SqlError(f"{args.db_path}: {exc}") from None
+            return 0
     finally:
         conn.close()
 
 
+class _Shell(apsw.shell.Shell):
+    """apsw's shell, remembering whether any command failed (for the exit status)."""
+
+    failed = False
+
+    def handle_exception(self) -> None:
+        if not isinstance(sys.exc_info()[1], SystemExit):
+            self.failed = True
+        super().handle_exception()  # type: ignore[no-untyped-call]  # apsw.shell is untyped
+
+
 def _shell(conn: apsw.Connection) -> int:
-    shell = apsw.shell.Shell(db=conn, stdin=sys.stdin, stdout=sys.stdout, stderr=sys.stderr)
+    """The interactive shell; exit status as stock sqlite3's (see the module docstring)."""
+    shell = _Shell(db=conn, stdin=sys.stdin, stdout=sys.stdout, stderr=sys.stderr)
     intro = "cartfs sql: SQLite inside the archive (.help, .quit)" if sys.stdin.isatty() else ""
-    shell.cmdloop(intro=intro)  # type: ignore[no-untyped-call]  # apsw.shell is untyped
-    return 0
+    try:
+        shell.cmdloop(intro=intro)  # type: ignore[no-untyped-call]
+    except SystemExit as exc:  # .exit / .quit
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except KeyboardInterrupt:
+        raise
+    except Exception:  # .bail on: the shell has already printed the error
+        return 1
+    return 1 if shell.failed else 0
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -16,9 +16,9 @@ file methods), :mod:`~cartfs.vfs.nodes` (file bytes and caches), :mod:`~cartfs.v
 
 from __future__ import annotations
 
-from .connect import connect, uri
+from .connect import connect, default_archive, uri
 from .vfs import VFS_NAME, CartridgeVFS, register
 
-__all__ = ["VFS_NAME", "CartridgeVFS", "connect", "register", "uri"]
+__all__ = ["VFS_NAME", "CartridgeVFS", "connect", "default_archive", "register", "uri"]
 
 register()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from urllib.parse import quote
 
 import apsw
@@ -17,6 +19,22 @@ from .registry import REGISTRY, ArchiveEntry
 from .vfs import VFS_NAME, register
 
 DEFAULT_BUSY_TIMEOUT_MS = 5000
+
+
+@contextlib.contextmanager
+def default_archive(archive_path: str | os.PathLike[str]) -> Iterator[None]:
+    """Within the block, a database named by a plain absolute path — ``ATTACH '/other.db'``,
+    ``VACUUM INTO '/bak.db'``, a URI without ``archive=`` — lives in ``archive_path``, even
+    while other archives are open (process-wide; ``cartfs sql`` uses it for its archive).
+
+    Outside such a block a plain path means the one archive open in the process, and is
+    refused as ambiguous while several are open."""
+    path = os.path.realpath(os.fspath(archive_path))
+    previous, REGISTRY.default_archive = REGISTRY.default_archive, path
+    try:
+        yield
+    finally:
+        REGISTRY.default_archive = previous
 
 
 def uri(archive_path: str | os.PathLike[str], db_path: str, *, readonly: bool = False,

@@ -280,6 +280,9 @@ class Registry:
         self._bindings: dict[str, Binding] = {}
         self.thread = _PerThread()
         self._committer: Committer | None = None
+        # the archive a plain absolute path means (see plain_path_archive); set by
+        # cartfs.vfs.default_archive()
+        self.default_archive: str | None = None
 
     # ---- archives -----------------------------------------------------------------------
 
@@ -387,6 +390,16 @@ class Registry:
                 entry.flush()
             finally:
                 entry.archive.close()
+
+    def plain_path_archive(self) -> str | None:
+        """The archive a database named by a plain absolute path (``ATTACH '/other.db'``,
+        ``VACUUM INTO '/bak.db'``, no ``archive=``) lives in: the default archive if one is
+        set, else the one archive open in this process; None if there are several or none."""
+        with self._mutex:
+            if self.default_archive is not None:
+                return self.default_archive
+            entries = list(self._entries.values())
+            return entries[0].path if len(entries) == 1 else None
 
     def open_entries(self) -> list[ArchiveEntry]:
         with self._mutex:

@@ -2,8 +2,11 @@
 
 Opening maps SQLite's open flags to archive files:
 
-* main database (``SQLITE_OPEN_MAIN_DB``): the archive comes from the ``archive=`` URI
-  parameter or from an archive-qualified path (see :mod:`cartfs.vfs.naming`); the archive is
+* main database (``SQLITE_OPEN_MAIN_DB``, attached databases and VACUUM INTO's target too):
+  the archive comes from the ``archive=`` URI parameter, from an archive-qualified path (see
+  :mod:`cartfs.vfs.naming`), or — for a plain absolute path such as ``ATTACH '/other.db'`` —
+  from :meth:`Registry.plain_path_archive` (the default archive, else the only archive open
+  in the process; with several open the name is refused as ambiguous); the archive is
   opened writable unless the connection is read-only (``mode=ro``, SQLITE_OPEN_READONLY) or
   the archive cannot be written (frozen, read-only file); the database is created if SQLite
   asks (SQLITE_OPEN_CREATE), with any missing directories (``/data/app.db`` in a fresh
@@ -183,9 +186,15 @@ class CartridgeVFS(apsw.VFS):
         else:
             split = split_qualified(name)
             if split is None:
-                raise sqlite_error(apsw.SQLITE_CANTOPEN, (
-                    f"cartridge: {name}: which archive? Add ?archive=/path/to/archive.cart to "
-                    "the URI, or name the database as /path/to/archive.cart/path/inside.db"))
+                default = self.registry.plain_path_archive()
+                if default is None:
+                    several = len(self.registry.open_entries()) > 1
+                    raise sqlite_error(apsw.SQLITE_CANTOPEN, (
+                        f"cartridge: {name}: which archive? "
+                        + ("Several are open in this process. " if several else "")
+                        + "Add ?archive=/path/to/archive.cart to the URI, or name the database "
+                        "as /path/to/archive.cart/path/inside.db"))
+                split = default, normalize(name)
             archive_path, inner = split
         try:
             entry = self.registry.acquire(archive_path, writable=not readonly,

@@ -3,6 +3,7 @@ one line with a non-zero exit (never a traceback)."""
 
 from __future__ import annotations
 
+import io
 import subprocess
 from pathlib import Path
 
@@ -57,3 +58,53 @@ def test_interactive_shell_reads_stdin(archive: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "42" in proc.stdout and "t" in proc.stdout.split()
     assert "Traceback" not in proc.stderr
+
+
+def shell(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+          archive: Path, script: str, db: str = "/s.db") -> tuple[int, str, str]:
+    """``cartfs sql ARCHIVE DB`` with ``script`` piped in on stdin (in this process)."""
+    monkeypatch.setattr("sys.stdin", io.StringIO(script))
+    return run(capsys, str(archive), db)
+
+
+def test_script_with_an_error_keeps_going_and_exits_1(
+        archive: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = shell(monkeypatch, capsys, archive,
+                           "SELECT * FROM nope;\nSELECT 'after';\n")
+    assert code == 1                                      # as stock sqlite3
+    assert "no such table: nope" in err
+    assert "after" in out                                 # without .bail it goes on
+    code, out, err = shell(monkeypatch, capsys, archive, "SELECT 'fine';\n")
+    assert (code, err) == (0, "") and "fine" in out
+    code, _, _ = shell(monkeypatch, capsys, archive, "SELECT 1;\n.exit 3\n")
+    assert code == 3
+
+
+def test_bail_stops_at_the_first_error_without_a_traceback(archive: Path) -> None:
+    script = ".bail on\nSELECT 'before';\nSELECT * FROM nope;\nSELECT 'after';\n"
+    proc = subprocess.run([PYTHON, "-m", "cartfs.cli.main", "sql", str(archive), "/s.db"],
+                          input=script, capture_output=True, text=True, timeout=60,
+                          env=subprocess_env(), check=False)
+    assert proc.returncode == 1
+    assert "before" in proc.stdout and "after" not in proc.stdout
+    assert "no such table: nope" in proc.stderr
+    assert "Traceback" not in proc.stderr and "shell.py" not in proc.stderr
+
+
+def test_plain_paths_in_sql_mean_the_archive_given(
+        archive: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    script = ("CREATE TABLE t(x); INSERT INTO t VALUES (42);\n"
+              "ATTACH '/data/other.db' AS o;\n"
+              "CREATE TABLE o.u(y); INSERT INTO o.u VALUES (7);\n"
+              "VACUUM INTO '/data/bak.db';\n")
+    code, _, err = shell(monkeypatch, capsys, archive, script, "/data/app.db")
+    assert (code, err) == (0, "")
+    code, out, err = run(capsys, str(archive), "/data/app.db",
+                         "ATTACH '/data/other.db' AS o; ATTACH '/data/bak.db' AS b; "
+                         "VACUUM INTO '/data/bak2.db'; "
+                         "SELECT (SELECT y FROM o.u), (SELECT x FROM b.t)")
+    assert (code, out, err) == (0, "7\t42\n", "")
+    with Archive.open(archive, readonly=True) as a:
+        assert sorted(a.listdir("/data")) == ["app.db", "bak.db", "bak2.db", "other.db"]

@@ -88,6 +88,35 @@ def test_uri_without_archive(conns: Connections) -> None:
         conns.uri("file:/somewhere/x.db?vfs=cartridge")
 
 
+def test_plain_path_means_the_one_open_archive(tmp_path: Path, conns: Connections) -> None:
+    """ATTACH '/x.db' and VACUUM INTO '/x.db' name files in the one archive open in the
+    process; with several open that is ambiguous (refused) unless a default is set."""
+    one, two = make_archive(tmp_path / "one.cart"), make_archive(tmp_path / "two.cart")
+    a = conns.connect(one, "/a.db")
+    a.execute("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+    a.execute("ATTACH '/other.db' AS o")
+    a.execute("CREATE TABLE o.u(y); INSERT INTO o.u VALUES (2)")
+    a.execute("VACUUM INTO '/bak.db'")
+    conns.connect(two, "/b.db").execute("SELECT 1").fetchall()   # now two archives are open
+    with pytest.raises(apsw.CantOpenError):
+        a.execute("ATTACH '/third.db' AS t3")
+    with pytest.raises(apsw.CantOpenError, match=r"which archive\? Several are open"):
+        conns.uri("file:/third.db?vfs=cartridge")
+    with cartfs.vfs.default_archive(two):
+        a.execute("ATTACH '/third.db' AS t3")
+        a.execute("CREATE TABLE t3.z(x)")
+    assert REGISTRY.default_archive is None
+    a.execute("DETACH o")
+    a.execute("DETACH t3")
+    assert a.execute("SELECT count(*) FROM t").fetchall() == [(1,)]
+    for conn in conns.opened:
+        conn.close()
+    with Archive.open(one, readonly=True) as arch:
+        assert sorted(arch.listdir("/")) == ["a.db", "bak.db", "other.db"]
+    with Archive.open(two, readonly=True) as arch:
+        assert sorted(arch.listdir("/")) == ["b.db", "third.db"]
+
+
 def test_archive_busy_in_another_process(archive: Path, conns: Connections) -> None:
     holder = subprocess.Popen(
         [PYTHON, "-c", "import sys, time\nfrom cartfs.core.archive import Archive\n"
