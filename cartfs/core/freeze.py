@@ -21,6 +21,9 @@ It covers every byte that matters, so verification needs no passphrase; with the
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import fcntl
 import hashlib
 import os
 import struct
@@ -183,20 +186,150 @@ def freeze(archive: Archive, dest: str, *, key: Ed25519PrivateKey | None = None,
             archive.sync()
         src = archive.superblock
         root = get_snapshot(archive, snapshot).root if snapshot else src.catalog
-        tmp = f"{dest}.freezing-{os.getpid()}"
-        device = FileDevice(tmp, writable=True, create=True)
+        out = _Output(dest)
         try:
-            pages = _write_frozen(archive, device, src, root, signer, progress)
-            device.sync()
-            try:
-                os.link(tmp, dest)
-            except FileExistsError:
-                raise CartError(f"{dest}: already exists") from None
+            pages = _write_frozen(archive, out.device, src, root, signer, progress)
+            out.publish()
         finally:
-            device.close()
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            out.close()
     return FreezeResult(pages, raw_public(signer.public_key()))
+
+
+_AT_FDCWD = -100
+_AT_SYMLINK_FOLLOW = 0x400
+_AT_EMPTY_PATH = 0x1000
+TEMP_INFIX = ".freezing-"
+
+
+class _Output:
+    """The file a freeze writes, named ``dest`` only once it is complete and synced.
+
+    Where the file system has ``O_TMPFILE`` (Linux: ext4, xfs, btrfs, tmpfs...) it is an
+    unnamed file in dest's folder, given its name by ``linkat`` (through
+    ``/proc/self/fd/N``, or ``AT_EMPTY_PATH`` when /proc is missing): a freeze that is
+    killed leaves nothing behind, not even a temporary name. Elsewhere it is
+    ``DEST.freezing-PID``, removed on failure; one left by a killed freeze is removed by the
+    next freeze to the same DEST (when no process of that id runs and none holds its
+    lock)."""
+
+    def __init__(self, dest: str) -> None:
+        self.dest = dest
+        self.tmp_path: str | None = None
+        self._fd: int | None = None
+        folder = os.path.dirname(os.path.abspath(dest))
+        if _TMPFILE:
+            try:
+                self._fd = os.open(folder, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o644)
+                self.device = FileDevice(f"/proc/self/fd/{self._fd}", writable=True)
+                return
+            except (OSError, CartError):  # no O_TMPFILE here, or no /proc
+                self._close_fd()
+        remove_stale_temporaries(dest)
+        self.tmp_path = f"{dest}{TEMP_INFIX}{os.getpid()}"
+        self.device = FileDevice(self.tmp_path, writable=True, create=True)
+
+    def publish(self) -> None:
+        self.device.sync()
+        try:
+            if self._fd is not None:
+                _link_fd(self._fd, self.dest)
+            else:
+                assert self.tmp_path is not None
+                os.link(self.tmp_path, self.dest)
+        except FileExistsError:
+            raise CartError(f"{self.dest}: already exists") from None
+        _sync_folder(self.dest)
+
+    def close(self) -> None:
+        self.device.close()
+        self._close_fd()
+        if self.tmp_path is not None and os.path.lexists(self.tmp_path):
+            os.unlink(self.tmp_path)
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+_TMPFILE = hasattr(os, "O_TMPFILE")
+
+
+def _link_fd(fd: int, dest: str) -> None:
+    """Give the unnamed file ``fd`` the name ``dest`` (linkat; never replaces a file).
+    os.link cannot: CPython links the /proc symlink itself rather than its target."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    target = os.fsencode(dest)
+    if libc.linkat(_AT_FDCWD, f"/proc/self/fd/{fd}".encode(), _AT_FDCWD, target,
+                   _AT_SYMLINK_FOLLOW) == 0:
+        return
+    first = ctypes.get_errno()
+    if first != errno.EEXIST and libc.linkat(fd, b"", _AT_FDCWD, target, _AT_EMPTY_PATH) == 0:
+        return  # no /proc, but allowed to link by descriptor (CAP_DAC_READ_SEARCH)
+    code = first if first == errno.EEXIST else ctypes.get_errno()
+    raise OSError(code, os.strerror(code), dest)
+
+
+def _sync_folder(path: str) -> None:
+    """Make the new name durable."""
+    try:
+        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(dest: str) -> list[str]:
+    """Remove ``DEST.freezing-PID`` files whose process no longer runs (a freeze killed
+    where O_TMPFILE was not available); returns what was removed."""
+    folder = os.path.dirname(os.path.abspath(dest))
+    prefix = os.path.basename(dest) + TEMP_INFIX
+    removed: list[str] = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        pid_text = name[len(prefix):] if name.startswith(prefix) else ""
+        path = os.path.join(folder, name)
+        if pid_text.isdigit() and not _process_exists(int(pid_text)) and _unlocked(path):
+            try:
+                os.unlink(path)
+                removed.append(path)
+            except OSError:
+                pass
+    return removed
+
+
+def _unlocked(path: str) -> bool:
+    """No process holds the file open as an archive (a freeze locks its output; the
+    kernel drops the lock of a killed process) — also right across PID namespaces."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, someone else's
+        return True
+    return True
 
 
 def _write_frozen(archive: Archive, device: FileDevice, src: Superblock, root: TreeRef,

@@ -18,16 +18,20 @@ file is no longer what was signed).
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import random
+import select
 import shutil
+import signal
 import tracemalloc
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from cartfs.core import freeze as freeze_module
 from cartfs.core.archive import (
     Archive,
     OpenOptions,
@@ -298,6 +302,92 @@ def test_freezing_a_frozen_archive_and_refusing_to_overwrite(frozen: tuple[Path,
     assert frozen_state(again) == frozen[2]
     assert verify_signature(str(again)).public_key == result.public_key
     assert [p.name for p in tmp_path.iterdir()] == ["again.cart"]  # no temporary left
+
+
+def _freeze_child(src: Path, dest: Path, *, tmpfile: bool) -> tuple[int, int]:
+    """Fork a freeze of ``src`` that reports its progress on a pipe."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child never returns into pytest
+        try:
+            os.close(read_end)
+            freeze_module._TMPFILE = tmpfile
+            with Archive.open(src, readonly=True, options=OpenOptions(cache_bytes=0)) as a:
+                a.freeze(dest, progress=lambda done, total: os.write(
+                    write_end, f"{done} {total}\n".encode()))
+            os.write(write_end, b"done\n")
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    return pid, read_end
+
+
+def _kill_halfway(pid: int, fd: int) -> None:
+    data = b""
+    while True:
+        ready, _, _ = select.select([fd], [], [], 60)
+        chunk = os.read(fd, 65536) if ready else b""
+        assert chunk, "the freeze ended or hung before it was halfway"
+        data += chunk
+        last = data.rsplit(b"\n", 2)[-2] if data.count(b"\n") else b""
+        assert last != b"done", "the freeze finished before it was halfway"
+        if last:
+            done, total = map(int, last.split())
+            if done * 2 >= total:
+                break
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    os.close(fd)
+
+
+@pytest.fixture(scope="module")
+def big_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    src = tmp_path_factory.mktemp("killed") / "src.cart"
+    rng = random.Random(12)
+    with Archive.create(src, chunk_size=65536, compression="none", options=NEVER) as archive:
+        for i in range(160):
+            archive.write_file(f"/f{i}", rng.randbytes(256 * 1024))
+    return src
+
+
+def test_a_killed_freeze_leaves_nothing_behind(big_source: Path, tmp_path: Path) -> None:
+    """Regression: SIGKILL left DEST.freezing-PID for good. The output is an unnamed
+    O_TMPFILE file, named only when complete: a kill leaves no file at all."""
+    dest = tmp_path / "frozen.cart"
+    pid, fd = _freeze_child(big_source, dest, tmpfile=True)
+    _kill_halfway(pid, fd)
+    assert os.listdir(tmp_path) == []
+    with Archive.open(big_source, readonly=True) as archive:
+        archive.freeze(dest)
+    assert os.listdir(tmp_path) == ["frozen.cart"]
+    verify_signature(str(dest))
+
+
+def test_stale_named_temporaries_are_removed_by_the_next_freeze(big_source: Path,
+                                                                tmp_path: Path) -> None:
+    """Without O_TMPFILE the output is DEST.freezing-PID: a kill leaves it, and the next
+    freeze to DEST removes it — but never one whose process still runs or holds it."""
+    dest = tmp_path / "frozen.cart"
+    pid, fd = _freeze_child(big_source, dest, tmpfile=False)
+    _kill_halfway(pid, fd)
+    assert os.listdir(tmp_path) == [f"frozen.cart.freezing-{pid}"]
+    alive = tmp_path / f"frozen.cart.freezing-{os.getpid()}0"  # not a running pid: locked
+    alive.write_bytes(b"")
+    locked = os.open(alive, os.O_RDONLY)
+    fcntl.flock(locked, fcntl.LOCK_SH)
+    other = tmp_path / "other.cart.freezing-1"  # another destination's: not ours to remove
+    other.write_bytes(b"")
+    try:
+        with Archive.open(big_source, readonly=True) as archive:
+            freeze_module._TMPFILE = False
+            try:
+                archive.freeze(dest)
+            finally:
+                freeze_module._TMPFILE = True
+    finally:
+        os.close(locked)
+    assert sorted(os.listdir(tmp_path)) == sorted(["frozen.cart", alive.name, other.name])
+    verify_signature(str(dest))
 
 
 def test_key_files(tmp_path: Path) -> None:
