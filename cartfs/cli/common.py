@@ -28,8 +28,9 @@ from collections.abc import Iterator, Sequence
 from types import FrameType
 from typing import Any, TextIO
 
+from cartfs.core import keys
 from cartfs.core.archive import Archive, OpenOptions
-from cartfs.core.errors import CartError, PassphraseRequired
+from cartfs.core.errors import CartError, KeyFileError, PassphraseRequired
 
 log = logging.getLogger("cartfs")
 
@@ -118,16 +119,20 @@ def add_verbose_option(parser: argparse.ArgumentParser) -> None:
                         help="log more (-v info, -vv debug)")
 
 
+def read_key_file(path: str) -> str | bytes:
+    """The passphrase in a key file (core.keys.read_key_file); unreadable is a usage error."""
+    try:
+        return keys.read_key_file(path)
+    except KeyFileError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def read_passphrase(args: argparse.Namespace, *, confirm: bool = False,
-                    required: bool = True) -> str | None:
+                    required: bool = True) -> str | bytes | None:
     """The passphrase from --key-file, $CARTFS_PASSPHRASE or a terminal prompt."""
     key_file = getattr(args, "key_file", None)
     if key_file:
-        try:
-            with open(key_file, encoding="utf-8") as fh:
-                return fh.readline().rstrip("\r\n")
-        except OSError as exc:
-            raise UsageError(f"{key_file}: {exc.strerror}") from None
+        return read_key_file(key_file)
     env = os.environ.get(PASSPHRASE_ENV)
     if env:
         return env
@@ -136,9 +141,12 @@ def read_passphrase(args: argparse.Namespace, *, confirm: bool = False,
             raise PassphraseRequired(
                 f"archive is encrypted: give --key-file FILE or set ${PASSPHRASE_ENV}")
         return None
-    first = getpass.getpass("Passphrase: ")
-    if confirm and getpass.getpass("Repeat passphrase: ") != first:
-        raise UsageError("passphrases do not match")
+    try:
+        first = getpass.getpass("Passphrase: ")
+        if confirm and getpass.getpass("Repeat passphrase: ") != first:
+            raise UsageError("passphrases do not match")
+    except EOFError:  # Ctrl-D at the prompt
+        raise UsageError("no passphrase given") from None
     return first
 
 

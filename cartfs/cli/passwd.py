@@ -18,7 +18,7 @@ import getpass
 import os
 import sys
 
-from cartfs.cli.common import UsageError, add_archive_argument, open_archive
+from cartfs.cli.common import UsageError, add_archive_argument, open_archive, read_key_file
 from cartfs.core.archive import Archive
 from cartfs.core.format import KeyHeader
 from cartfs.core.keys import KDF_ARGON2ID, KDF_SCRYPT, KdfParams
@@ -28,20 +28,19 @@ NEW_PASSPHRASE_ENV = "CARTFS_NEW_PASSPHRASE"
 KDF_BY_NAME = {"argon2id": KDF_ARGON2ID, "scrypt": KDF_SCRYPT}
 
 
-def read_new_passphrase(args: argparse.Namespace) -> str:
+def read_new_passphrase(args: argparse.Namespace) -> str | bytes:
     """The new passphrase from --new-key-file, $CARTFS_NEW_PASSPHRASE or a prompt (twice)."""
     if args.new_key_file:
-        try:
-            with open(args.new_key_file, encoding="utf-8") as fh:
-                new = fh.readline().rstrip("\r\n")
-        except OSError as exc:
-            raise UsageError(f"{args.new_key_file}: {exc.strerror}") from None
+        new = read_key_file(args.new_key_file)
     elif os.environ.get(NEW_PASSPHRASE_ENV):
         new = os.environ[NEW_PASSPHRASE_ENV]
     elif sys.stdin.isatty():
-        new = getpass.getpass("New passphrase: ")
-        if getpass.getpass("Repeat new passphrase: ") != new:
-            raise UsageError("passphrases do not match; the passphrase is unchanged")
+        try:
+            new = getpass.getpass("New passphrase: ")
+            if getpass.getpass("Repeat new passphrase: ") != new:
+                raise UsageError("passphrases do not match; the passphrase is unchanged")
+        except EOFError:  # Ctrl-D at the prompt
+            raise UsageError("no new passphrase given; the passphrase is unchanged") from None
     else:
         raise UsageError(f"give the new passphrase with --new-key-file FILE or "
                          f"${NEW_PASSPHRASE_ENV}")
@@ -59,7 +58,7 @@ def kdf_params(header: KeyHeader, name: str | None) -> KdfParams:
                      log2_n=header.log2_n, r=header.r, p=header.p)
 
 
-def change(archive: Archive, new: str, kdf: str | None) -> None:
+def change(archive: Archive, new: str | bytes, kdf: str | None) -> None:
     """Re-wrap the data key (checked first: the archive must be encrypted and writable)."""
     sb = archive.superblock
     archive.change_passphrase(new, kdf_params(sb.key_header, kdf))

@@ -100,14 +100,14 @@ def cmd_freeze(args: argparse.Namespace) -> int:
 # ---- verify ---------------------------------------------------------------------------------
 
 
-def _passphrase_at_hand(args: argparse.Namespace) -> str | None:
+def _passphrase_at_hand(args: argparse.Namespace) -> str | bytes | None:
     """--key-file or $CARTFS_PASSPHRASE; never a prompt (verify works without one)."""
     if args.key_file or os.environ.get(PASSPHRASE_ENV):
         return read_passphrase(args)
     return None
 
 
-def _fsck_line(args: argparse.Namespace, passphrase: str | None) -> tuple[bool, str]:
+def _fsck_line(args: argparse.Namespace, passphrase: str | bytes | None) -> tuple[bool, str]:
     """Run fsck if the archive can be opened without asking; (ok, what to print)."""
     try:
         archive = Archive.open(args.archive, readonly=True, passphrase=passphrase)

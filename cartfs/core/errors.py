@@ -157,6 +157,12 @@ class WrongPassphrase(CartError):
     errno = _errno.EACCES
 
 
+class KeyFileError(CartError):
+    """The key file named for an encrypted archive cannot be read."""
+
+    errno = _errno.EACCES
+
+
 class PassphraseRequired(CartError):
     """The archive is encrypted and no passphrase was given."""
 

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from .errors import CorruptArchive, InvalidArgument, WrongPassphrase
+from .errors import CorruptArchive, InvalidArgument, KeyFileError, WrongPassphrase
 from .format import KeyHeader
 
 KDF_SCRYPT = 1
@@ -40,6 +40,26 @@ class KdfParams:
     @classmethod
     def cheap(cls) -> KdfParams:
         return cls(memory_kib=1024, iterations=1, lanes=1, log2_n=10)
+
+
+KEY_FILE_MAX = 1 << 20
+
+
+def read_key_file(path: str | os.PathLike[str]) -> str | bytes:
+    """The passphrase a key file holds, the one rule for the CLI, the mount and the VFS: its
+    first line when the file is text (the newline is not part of it), all of its bytes when
+    it is binary (``head -c 32 /dev/urandom > key``)."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(KEY_FILE_MAX)
+    except OSError as exc:
+        raise KeyFileError(f"{os.fsdecode(path)}: cannot read key file: {exc.strerror}") \
+            from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw
+    return text.split("\n", 1)[0].rstrip("\r")
 
 
 def _as_bytes(passphrase: str | bytes) -> bytes:

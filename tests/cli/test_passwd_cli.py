@@ -165,3 +165,36 @@ def test_passwd_then_every_way_in(sealed: Path, tmp_path: Path) -> None:
     assert code == 0 and "a.txt" in output
     assert_one_line_error(run_cartfs("ls", sealed, env=cartfs_env(CARTFS_PASSPHRASE=OLD)),
                           "wrong passphrase")
+
+
+def test_a_binary_key_file_is_a_key(tmp_path: Path) -> None:
+    """head -c 32 /dev/urandom > key: all 32 bytes are the passphrase, newlines included."""
+    key = tmp_path / "key.bin"
+    key.write_bytes(b"\xff\n" + os.urandom(30))
+    path = tmp_path / "bin.cart"
+    assert run_cartfs("create", "--encrypt", "--key-file", key, path).code == 0
+    assert run_cartfs("mkdir", path, "/d", "--key-file", key).code == 0
+    listed = run_cartfs("ls", path, "/", "--key-file", key)
+    assert listed.code == 0 and listed.out.split() == ["d"], listed
+    with Archive.open(path, readonly=True, passphrase=key.read_bytes()) as archive:
+        assert archive.listdir("/") == ["d"]
+    cut = tmp_path / "first-line"
+    cut.write_bytes(b"\xff\n")  # the first "line" alone is not the key
+    assert_one_line_error(run_cartfs("ls", path, "--key-file", cut), "passphrase")
+    new_key = tmp_path / "new.bin"
+    new_key.write_bytes(os.urandom(32))
+    result = run_cartfs("passwd", path, "--key-file", key, "--new-key-file", new_key)
+    assert result.code == 0, result.err
+    assert run_cartfs("ls", path, "--key-file", new_key).code == 0
+
+
+def test_ctrl_d_at_a_prompt_is_a_clear_refusal(sealed: Path, tmp_path: Path) -> None:
+    for argv in (["ls", sealed], ["create", "--encrypt", tmp_path / "new.cart"],
+                 ["passwd", sealed]):
+        answers = [OLD, "\x04"] if argv[0] == "passwd" else ["\x04"]
+        code, output = run_on_tty(cartfs_cmd(*argv), answers, cartfs_env())
+        assert code == 2, (argv, output)
+        assert "no " in output and "passphrase given" in output, output
+        assert "Traceback" not in output, output
+    assert opens_with(sealed, OLD)
+    assert not (tmp_path / "new.cart").exists()

@@ -333,3 +333,8 @@ def test_ten_statement_policy_evaluates_in_microseconds() -> None:
         evaluate([policy], "cartfs:Read", resource, context)
     per_call = (time.perf_counter() - start) / runs
     assert per_call < 200e-6, f"{per_call * 1e6:.1f} us per evaluation"
+
+
+def test_absurdly_nested_json_is_refused_not_a_crash() -> None:
+    with pytest.raises(InvalidArgument, match="nested too deeply"):
+        Policy.from_json("[" * 100_000 + "]" * 100_000)

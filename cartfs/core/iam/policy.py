@@ -103,6 +103,8 @@ class Policy:
             )
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise InvalidArgument(f"policy is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise InvalidArgument("policy is nested too deeply to be a policy") from None
         return cls.from_document(document, name=name)
 
     @classmethod
