@@ -333,6 +333,22 @@ ROWS = [
         ALLOW_C,
     ),
     Row(
+        "IpAddress IPv4-mapped IPv6 network in the policy, IPv4 client",
+        allow_if({"IpAddress": {"aws:SourceIp": "::ffff:10.0.0.0/104"}}),
+        "s3:GetObject",
+        BUCKET_KEY,
+        {"aws:SourceIp": "10.1.2.3"},
+        ALLOW_C,
+    ),
+    Row(
+        "IpAddress IPv4-mapped IPv6 network does not match outside it",
+        allow_if({"IpAddress": {"aws:SourceIp": "::ffff:10.0.0.0/104"}}),
+        "s3:GetObject",
+        BUCKET_KEY,
+        {"aws:SourceIp": "11.1.2.3"},
+        IMPLICIT,
+    ),
+    Row(
         "NotIpAddress",
         allow_if({"NotIpAddress": {"aws:SourceIp": "10.0.0.0/8"}}),
         "s3:GetObject",
