@@ -853,8 +853,9 @@ class Archive(PathHelpers):
     @_writing
     def change_passphrase(self, new_passphrase: str | bytes,
                           kdf: KdfParams | None = None) -> None:
-        """Re-wrap the data key under a new passphrase; only the superblocks change (both
-        slots are rewritten, so the old passphrase no longer opens this file). Data sealed
+        """Re-wrap the data key under a new passphrase: no data or node page is re-sealed;
+        the superblocks change (both slots are rewritten, so the old passphrase no longer
+        opens this file), plus the allocator state each of those two commits writes. Data sealed
         under the same data key stays readable by anyone who kept an old copy of the file and
         its old passphrase: to revoke that, freeze or copy into a new archive."""
         sealer = self._pager.sealer

@@ -185,14 +185,20 @@ class Checker:
                             f"transaction {newest_snapshot}", kind="allocator")
 
     def _check_superblock_slots(self) -> None:
-        """A torn superblock is normal after a crash (the other one is used), but say so."""
+        """A torn superblock is normal after a crash (the other one is used), but say so —
+        and say what it may cost: a torn slot cannot be told from a damaged one, and a
+        damaged slot may have held a newer commit than the one opened."""
         for slot in (0, 1):
             page = self.archive._device.pread(PAGE_SIZE, slot * PAGE_SIZE)
             try:
                 decode_superblock(page, slot=slot)
             except CartError as exc:
-                self.report.notes.append(f"superblock slot {slot} is not valid ({exc}); the "
-                                         "other slot holds the current commit")
+                txid = self.archive.superblock.txid
+                self.report.notes.append(
+                    f"superblock slot {slot} is not valid ({exc}); opened the commit of "
+                    f"transaction {txid} from the other slot. After a crash during a commit "
+                    "this is expected; otherwise the damaged slot may have held a newer "
+                    "commit, now lost")
 
     # ---- trees ------------------------------------------------------------------------------
 
