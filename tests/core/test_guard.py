@@ -390,3 +390,23 @@ def test_guard_without_policies_allows_everything() -> None:
         assert anyone.read_file("/home/bob/secret.txt") == b"s"
         anyone.remove("/home", recursive=True)
         assert archive.listdir("/") == []
+
+
+def test_a_write_only_drop_box_cannot_be_read_through_a_hard_link() -> None:
+    """Write access to a file is not read access: linking it into her home would let her
+    read what she may only write."""
+    with Archive.create_on(MemoryDevice()) as archive:
+        archive.write_file("/dropbox/report.txt", b"for the boss only", parents=True)
+        archive.make_dir("/home/ivy", parents=True)
+        archive.iam.add_user("ivy")
+        archive.iam.put_policy("ivy", doc(
+            {"Sid": "Home", "Effect": "Allow", "Action": ALL_FILE_ACTIONS,
+             "Resource": "arn:cartfs:::/home/${aws:username}/**"},
+            {"Sid": "DropBox", "Effect": "Allow", "Action": ["cartfs:Write", "cartfs:Create"],
+             "Resource": "arn:cartfs:::/dropbox/**"}))
+        archive.iam.attach("ivy", "ivy")
+        ivy = archive.as_principal("ivy")
+        ivy.write_file("/dropbox/report.txt", b"appended by ivy")
+        with pytest.raises(PermissionDenied, match="cartfs:Read"):
+            ivy.make_hardlink("/dropbox/report.txt", "/home/ivy/peek.txt")
+        assert not archive.exists("/home/ivy/peek.txt")
