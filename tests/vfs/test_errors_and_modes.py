@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from cartfs.core.errors import PassphraseRequired
 from cartfs.core.keys import KdfParams
 from cartfs.vfs.registry import REGISTRY
 
-from .conftest import PYTHON, Connections, make_archive, subprocess_env
+from .conftest import PYTHON, Connections, archive_files, make_archive, subprocess_env
 
 
 def raw_uri(archive: Path, db: str = "/x.db", **params: str) -> str:
@@ -138,6 +139,90 @@ def test_archive_busy_in_another_process(archive: Path, conns: Connections) -> N
     conns.connect(archive).execute("CREATE TABLE t(x)")  # free again
 
 
+HOLDER = """
+import sys
+import cartfs.vfs
+conn = cartfs.vfs.connect(sys.argv[1], "/app.db", readonly=sys.argv[2] == "ro")
+conn.execute("SELECT count(*) FROM t").fetchall()
+print("open", flush=True)
+sys.stdin.readline()
+conn.close()
+print("closed", flush=True)
+sys.stdin.readline()
+"""
+
+
+class VfsHolder:
+    """Another process with a connection (``ro`` or ``rw``) to /app.db through the VFS."""
+
+    def __init__(self, archive: Path, mode: str) -> None:
+        self.proc = subprocess.Popen([PYTHON, "-c", HOLDER, str(archive), mode],
+                                     env=subprocess_env(), stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.say() == "open\n"
+
+    def say(self, line: str | None = None) -> str:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        if line is not None:
+            self.proc.stdin.write(line)
+            self.proc.stdin.flush()
+        return self.proc.stdout.readline()
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
+
+
+def test_two_processes_writer_holds_the_archive(archive: Path, conns: Connections) -> None:
+    """While another process has a (writable) connection open, this one cannot open the
+    archive at all, not even to read: connect() waits its busy timeout, then BusyError.
+    Once the other process closes its connection, a waiting connect() gets in."""
+    fill(archive)
+    holder = VfsHolder(archive, "rw")
+    try:
+        for readonly in (False, True):
+            started = time.monotonic()
+            with pytest.raises(apsw.BusyError, match="in use by another process"):
+                conns.connect(archive, "/app.db", readonly=readonly, busy_timeout_ms=300)
+            assert time.monotonic() - started >= 0.25
+        with pytest.raises(apsw.BusyError, match="in use by another process"):
+            conns.uri(raw_uri(archive, "/app.db"))        # a raw open cannot wait
+        waiting: list[object] = []
+        waiter = threading.Thread(target=lambda: waiting.append(
+            conns.connect(archive, "/app.db", busy_timeout_ms=30_000)))
+        waiter.start()
+        time.sleep(0.3)
+        assert waiter.is_alive()                          # still waiting for the archive
+        assert holder.say("close\n") == "closed\n"
+        waiter.join(timeout=60)
+        assert len(waiting) == 1
+        conn = waiting[0]
+        assert isinstance(conn, apsw.Connection)
+        conn.execute("INSERT INTO t VALUES ('mine now')")
+    finally:
+        holder.close()
+
+
+def test_two_processes_readers_share_and_keep_a_writer_out(archive: Path,
+                                                            conns: Connections) -> None:
+    """Read-only connections in two processes share the archive; a writer cannot get in
+    until every reader has closed."""
+    fill(archive)
+    holder = VfsHolder(archive, "ro")
+    try:
+        ro = conns.connect(archive, "/app.db", readonly=True, busy_timeout_ms=300)
+        assert ro.execute("SELECT x FROM t").fetchall() == [("stored",)]
+        ro.close()
+        with pytest.raises(apsw.BusyError, match="in use by another process"):
+            conns.connect(archive, "/app.db", busy_timeout_ms=300)
+    finally:
+        holder.close()
+    conns.connect(archive, "/app.db").execute("INSERT INTO t VALUES ('writer')")
+
+
 def test_connect_waits_for_another_process_to_let_go(archive: Path, conns: Connections
                                                      ) -> None:
     holder = subprocess.Popen(
@@ -228,6 +313,49 @@ def test_encrypted_archive(tmp_path: Path, conns: Connections,
     assert conns.connect(path).execute("SELECT x FROM t").fetchall() == [("hidden",)]
 
 
+# ---- URI parameters -------------------------------------------------------------------------
+
+
+def main_db_lock(archive: Path, db: str = "/app.db") -> tuple[int, object]:
+    """(SHARED holders, owner above SHARED) of a database's lock in this process."""
+    (entry,) = REGISTRY.open_entries()
+    ino = entry.lookup(db)
+    assert ino is not None
+    with entry.mutex:
+        lock = entry.nodes_locked()[ino].lock
+    return lock.shared, lock.owner
+
+
+def test_uri_immutable(archive: Path, conns: Connections) -> None:
+    """immutable=1: read-only, no locks, no journal; the archive is opened read-only."""
+    fill(archive)
+    im = conns.uri(raw_uri(archive, "/app.db", immutable="1"),
+                   apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_URI)
+    assert im.readonly("main")
+    assert not REGISTRY.open_entries()[0].writable
+    with im:
+        assert im.execute("SELECT x FROM t").fetchall() == [("stored",)]
+        assert main_db_lock(archive) == (0, None)
+    with pytest.raises(apsw.ReadOnlyError):
+        im.execute("INSERT INTO t VALUES ('no')")
+    im.close()
+    assert set(archive_files(archive)) == {"/app.db"}
+
+
+def test_uri_nolock(archive: Path, conns: Connections) -> None:
+    """nolock=1: reads and writes work without SQLite asking the VFS for any lock."""
+    fill(archive)
+    nl = conns.uri(raw_uri(archive, "/app.db", nolock="1"))
+    nl.execute("BEGIN IMMEDIATE")
+    nl.execute("INSERT INTO t VALUES ('unlocked')")
+    assert main_db_lock(archive) == (0, None)             # not even SHARED was taken
+    nl.execute("COMMIT")
+    assert nl.execute("SELECT count(*) FROM t").fetchall() == [(2,)]
+    assert nl.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    nl.close()
+    assert set(archive_files(archive)) == {"/app.db"}
+
+
 # ---- several archives, several databases -----------------------------------------------------
 
 
@@ -286,7 +414,7 @@ def test_reopening_for_writing_fails_cleanly_while_another_process_reads(
         assert reader.stdout is not None and reader.stdout.readline() == "open\n"
         ro = conns.connect(archive, "/app.db", readonly=True)   # readers share the archive
         with pytest.raises(apsw.BusyError, match="cannot be reopened for writing"):
-            conns.connect(archive, "/app.db")
+            conns.connect(archive, "/app.db", busy_timeout_ms=300)
         assert ro.execute("SELECT x FROM t").fetchall() == [("stored",)]
     finally:
         reader.kill()
