@@ -3,8 +3,7 @@
 Theory of operation
 -------------------
 ``serve()`` mounts (``pyfuse3.init``), then runs three trio tasks beside pyfuse3's request
-loop: a *commit timer* (``Archive.commit_if_due`` in a worker thread, so a crash loses at
-most one commit interval), a *readiness probe* (a ``stat`` of the mount point from a worker
+loop: a *commit timer* (see below), a *readiness probe* (a ``stat`` of the mount point from a worker
 thread proves the kernel handshake is done; only then is the mount reported ready and the
 readahead window raised) and a *signal watcher*.
 
@@ -14,6 +13,23 @@ page it caches (with the writeback cache some data lives only there), then ends 
 If the mount is busy, the daemon flushes the kernel's dirty pages with ``syncfs``, stops the
 loop and detaches the mount lazily. Either way the archive is closed last, which commits.
 ``fusermount3 -u`` / ``umount`` from outside take the first path by themselves.
+
+The commit timer bounds what a crash (SIGKILL of the daemon) can lose to about one commit
+interval. Under the writeback cache most of that data is not in the daemon at all: the
+kernel keeps it as dirty pages of files still open for writing and sends it only when it
+likes (``vm.dirty_expire_centisecs``, 30 s by default). So once per interval, when some file
+is open for writing, the timer first has the kernel write back (:func:`.kernel.write_back`:
+``syncfs``, then laundering the pages of those files, in a worker thread while the loop
+serves the WRITE requests that causes — on the trio thread it would deadlock) and then
+commits. Files that are all closed hold no dirty pages (close() writes them back), so a mount
+without files open for writing never calls ``syncfs``: an idle mount costs nothing. Between
+those rounds the timer commits what the daemon holds (``Archive.commit_if_due``). The kernel
+gives no sign of page-cache writes (nor of stores through a shared mapping), so "open for
+writing" is the finest test there is; the cost is that such files' clean cached pages are
+dropped once per interval. Measured with commit=1 (the worst case; medians of 3, noise
+±15 %): 1 GiB written in 1 MiB blocks 2.6 → 2.1 s, 512 MiB in 4 KiB blocks 7.2 → 7.5 s,
+sqlite3 synchronous=OFF 1M rows in 20 transactions 1.25 → 1.24 s, WAL 20k transactions
+2.6 → 1.9 s: no cost above the noise.
 
 Process model: the archive is opened in the calling process (so a missing, corrupt,
 encrypted or already-mounted archive is reported there as one line), then ``daemonize``
@@ -47,7 +63,7 @@ import trio
 from cartfs.core.archive import Archive
 from cartfs.core.errors import CartError
 
-from .kernel import syncfs
+from .kernel import syncfs, write_back
 from .operations import CartOperations
 from .options import MountSettings
 
@@ -193,11 +209,12 @@ class _Daemon:
     """State shared by the trio tasks of one mount."""
 
     def __init__(self, archive: Archive, mountpoint: str, settings: MountSettings,
-                 ready: Ready) -> None:
+                 ready: Ready, writing: Callable[[], list[int]]) -> None:
         self.archive = archive
         self.mountpoint = mountpoint
         self.settings = settings
         self.ready = ready
+        self.writing = writing  # node ids of files open for writing (may hold dirty pages)
         self.detach = False  # True: we stopped the loop ourselves; close() must unmount
 
     async def run(self) -> None:
@@ -210,11 +227,22 @@ class _Daemon:
             nursery.cancel_scope.cancel()
 
     async def commit_timer(self) -> None:
-        period = max(0.05, min(1.0, self.settings.commit_interval / 4))
+        interval = self.settings.commit_interval
+        period = max(0.05, min(1.0, interval / 4))
+        written_back = trio.current_time()
         while True:
             await trio.sleep(period)
             try:
-                await trio.to_thread.run_sync(self.archive.commit_if_due)
+                nodes = self.writing()
+                if nodes and trio.current_time() - written_back >= interval:
+                    written_back = trio.current_time()
+                    # abandon_on_cancel: if the loop stops serving (a lazy detach), the
+                    # kernel answers the pending write-back only once the session closes
+                    await trio.to_thread.run_sync(write_back, self.mountpoint, nodes,
+                                                  abandon_on_cancel=True)
+                    await trio.to_thread.run_sync(self.archive.sync)
+                else:
+                    await trio.to_thread.run_sync(self.archive.commit_if_due)
             except CartError as exc:
                 log.error("commit failed: %s", exc)
             except Exception:
@@ -258,7 +286,7 @@ def serve(archive: Archive, mountpoint: str, settings: MountSettings, ready: Rea
         except RuntimeError as exc:
             raise MountError(f"{mountpoint}: cannot mount: {exc} "
                              "(is /dev/fuse usable and fusermount3 installed?)") from None
-        daemon = _Daemon(archive, mountpoint, settings, ready)
+        daemon = _Daemon(archive, mountpoint, settings, ready, ops.handles.writing_nodes)
         try:
             trio.run(daemon.run)
         finally:

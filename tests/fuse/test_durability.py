@@ -129,3 +129,28 @@ def test_signals_and_fusermount_commit(mounts: Mounts) -> None:
         fsck_ok(archive)
         with Archive.open(archive) as a:
             assert a.read_file(f"/{stopper}.bin") == payload, stopper
+
+
+def test_sigkill_keeps_data_of_a_file_still_open(mounts: Mounts) -> None:
+    """Data written to a file that stays open sits in the kernel's page cache (writeback
+    cache), not in the daemon; the commit timer must have the kernel hand it over, so a
+    SIGKILL loses about one commit interval, not the kernel's 30 s dirty-page expiry."""
+    archive = mounts.archive()
+    daemon = mounts.mount_foreground(archive, options=["commit=1"])
+    mnt = mounts.mountpoints[-1]
+    payload = os.urandom(300_000)
+    fd = os.open(mnt / "open.log", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, payload)
+        (mnt / "closed.txt").write_text("closed")
+        time.sleep(4.0)  # commit=1: several rounds; the kernel alone would wait 30 s
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait()
+    finally:
+        with contextlib.suppress(OSError):  # the daemon is gone
+            os.close(fd)
+    force_unmount(mnt)
+    fsck_ok(archive)
+    with Archive.open(archive) as a:
+        assert a.read_file("/closed.txt") == b"closed"
+        assert a.read_file("/open.log") == payload
