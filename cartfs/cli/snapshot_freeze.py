@@ -4,9 +4,12 @@
   whose last page carries an Ed25519 signature over the SHA-256 of every other byte. The
   source is opened read-only, so freezing never changes it.
 * ``verify ARCHIVE`` re-hashes every page and checks the signature — no passphrase needed,
-  since the hash covers the stored (encrypted) bytes. When a passphrase is at hand (or the
-  archive is not encrypted) it also runs fsck, which decodes every node and chunk and checks
-  every checksum and authentication tag. The output says which checks ran.
+  since the hash covers the stored (encrypted) bytes and the whole superblock, its
+  authentication tag included (an encrypted archive frozen before that was so is only
+  fully checked with its passphrase; without, the result is INCOMPLETE, exit 1). When a
+  passphrase is at hand (or the archive is not encrypted) it also runs fsck, which decodes
+  every node and chunk and checks every checksum and authentication tag. The output says
+  which checks ran.
 * ``keygen KEYFILE`` writes a key pair: KEYFILE (private, 0600) and KEYFILE.pub.
 * ``vacuum ARCHIVE`` moves live pages down and truncates the file. It is crash-safe at every
   step, so Ctrl-C only asks it to stop after it finishes; a second Ctrl-C stops at once and
@@ -107,11 +110,18 @@ def _passphrase_at_hand(args: argparse.Namespace) -> str | bytes | None:
     return None
 
 
-def _fsck_line(args: argparse.Namespace, passphrase: str | bytes | None) -> tuple[bool, str]:
-    """Run fsck if the archive can be opened without asking; (ok, what to print)."""
+def _fsck_line(args: argparse.Namespace, passphrase: str | bytes | None,
+               complete: bool) -> tuple[bool, str]:
+    """Run fsck if the archive can be opened without asking; (ok, what to print).
+    ``complete``: whether the signature covered every byte (see VerifyResult)."""
     try:
         archive = Archive.open(args.archive, readonly=True, passphrase=passphrase)
     except PassphraseRequired:
+        if not complete:
+            return False, (f"not run, and needed: this archive was frozen by an older cartfs "
+                           f"whose signature leaves the superblock's authentication tag "
+                           f"out; give the passphrase (--key-file or ${PASSPHRASE_ENV}) to "
+                           f"check it")
         return True, (f"skipped: encrypted, no passphrase (give --key-file or set "
                       f"${PASSPHRASE_ENV} to also decode and check every page)")
     except CartError as exc:
@@ -147,10 +157,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
            " (no --pubkey: this proves the file is intact, not who signed it)"))
     print(f"content:   SHA-256 {result.content_hash.hex()} over all {result.pages} pages "
           f"({human_size(result.pages * PAGE_SIZE)})")
-    ok, line = _fsck_line(args, passphrase)
+    ok, line = _fsck_line(args, passphrase, result.complete)
     print(f"fsck:      {line}")
-    print("result:    OK" if ok else "result:    FAILED (the signature holds, but the "
-                                      "content does not check out)")
+    if ok:
+        print("result:    OK")
+    elif not result.complete and passphrase is None:
+        print("result:    INCOMPLETE (the signature holds, but does not cover every byte)")
+    else:
+        print("result:    FAILED (the signature holds, but the content does not check out)")
     sys.stdout.flush()
     return 0 if ok else 1
 

@@ -10,13 +10,23 @@ an encrypted one that opens with the same passphrase.
 
 Signature record (one page, never sealed, FORMAT.md §9)::
 
-    magic "CARTSIG1" | algorithm u8 (1 = Ed25519) | hash u8 (1 = SHA-256) | 6 reserved
+    magic "CARTSIG1" | algorithm u8 (1 = Ed25519) | hash u8 | 6 reserved (zero)
     public key (32) | content hash (32) | signature over the content hash (64)
 
-Content hash = SHA-256 of ``"cartfs-freeze-v1\\0"``, the superblock with its signature
-reference and authentication tag zeroed, and every page from 2 up to the signature page.
-It covers every byte that matters, so verification needs no passphrase; with the passphrase,
-``verify`` also runs fsck, which checks every checksum and authentication tag.
+Hash 2 (written since the v1 definition was found to leave a byte out): SHA-256 of
+``"cartfs-freeze-v2\0"``, the superblock page exactly as written — authentication tag and
+checksum included — and every page from 2 up to the signature page. Signing the tag is
+possible because the superblock's signature reference carries no checksum of the record
+(zero): the record needs none, the signature over a hash that covers the reference proves
+it. So every byte that matters is signed and ``verify`` needs no passphrase; the bytes
+outside the hash (the other superblock copy, the record, its padding, the file length) must
+be exactly what the signed superblock implies.
+
+Hash 1 (frozen archives from before): the superblock with its signature reference and
+authentication tag zeroed; the reference carries the record's CRC-32. Still verified, but
+it leaves an encrypted archive's authentication tag out — a tag rewritten with a valid
+checksum passed — so ``verify`` reports that such an archive is only fully checked with its
+passphrase (opening checks the tag).
 """
 
 from __future__ import annotations
@@ -67,8 +77,10 @@ if TYPE_CHECKING:
 
 Progress = Callable[[int, int], None]
 SIG_MAGIC = b"CARTSIG1"
-SIG_RECORD = struct.Struct("<8sBB6x32s32s64s")
-HASH_DOMAIN = b"cartfs-freeze-v1\0"
+SIG_RECORD = struct.Struct("<8sBB6s32s32s64s")
+HASH_DOMAIN_V1 = b"cartfs-freeze-v1\0"
+HASH_DOMAIN = b"cartfs-freeze-v2\0"
+HASH_V1, HASH_V2 = 1, 2  # the record's hash byte: which definition the content hash follows
 ALLOC_OWNER = b"\0allocator"
 
 
@@ -79,6 +91,7 @@ class Signature:
     public_key: bytes
     content_hash: bytes
     signature: bytes
+    definition: int = HASH_V2
 
 
 @dataclass(frozen=True)
@@ -156,9 +169,12 @@ def keygen(path: str) -> None:
 
 
 def _hash_pages(device: Device, sb: Superblock, end_page: int,
-                progress: Progress | None) -> bytes:
-    canonical = sb.with_(signature=BlobRef(), auth_tag=bytes(32))
-    digest = hashlib.sha256(HASH_DOMAIN + encode_superblock(canonical))
+                progress: Progress | None, definition: int = HASH_V2) -> bytes:
+    if definition == HASH_V1:
+        canonical = sb.with_(signature=BlobRef(), auth_tag=bytes(32))
+        digest = hashlib.sha256(HASH_DOMAIN_V1 + encode_superblock(canonical))
+    else:
+        digest = hashlib.sha256(HASH_DOMAIN + encode_superblock(sb))
     step = 256
     for page in range(FIRST_DATA_PAGE, end_page, step):
         count = min(step, end_page - page)
@@ -360,18 +376,18 @@ def _write_frozen(archive: Archive, device: FileDevice, src: Superblock, root: T
     total = sig_page + 1
     state = Allocator(total)
     allocator = pager.write_blob(PageNo(alloc_page), txid, ALLOC_OWNER, state.encode())
+    # The reference carries no checksum of the record (see above): the superblock, its
+    # authentication tag included, is final before the hash, and the hash covers it all.
     sb = src.with_(txid=txid, total_pages=total, catalog=catalog, system=system_ref,
                    allocator=allocator, features=src.features | FEATURE_FROZEN | FEATURE_SIGNED,
-                   signature=BlobRef())
+                   signature=BlobRef(PageNo(sig_page), txid, SIG_RECORD.size, 0))
     device.resize(total * PAGE_SIZE)
-    content = _hash_pages(device, sb, sig_page, None)
-    record = SIG_RECORD.pack(SIG_MAGIC, 1, 1, raw_public(signer.public_key()), content,
-                             signer.sign(content))
-    page_bytes = record + bytes(PAGE_SIZE - len(record))
-    device.pwrite(page_bytes, sig_page * PAGE_SIZE)
-    sb = sb.with_(signature=BlobRef(PageNo(sig_page), txid, len(record), crc32(record)))
-    sb = pager.commit_superblock(sb)
+    sb = pager.commit_superblock(sb)  # the output has no name yet: order does not matter
     pager.write_superblock_slot(sb, (sb.txid + 1) % 2)
+    content = _hash_pages(device, sb, sig_page, None)
+    record = SIG_RECORD.pack(SIG_MAGIC, 1, HASH_V2, bytes(6), raw_public(signer.public_key()),
+                             content, signer.sign(content))
+    device.pwrite(record + bytes(PAGE_SIZE - len(record)), sig_page * PAGE_SIZE)
     if progress is not None:  # the hint counts pages not copied (allocator, other trees)
         progress(total_hint, total_hint)
     return total
@@ -394,13 +410,19 @@ def read_signature(device: Device, sb: Superblock) -> Signature:
     if not sb.frozen or sb.signature.empty:
         raise NotAnArchive("not a frozen archive (freeze one with `cartfs freeze`)")
     ref = sb.signature
+    if ref.length != SIG_RECORD.size:
+        raise SignatureError("signature record is damaged (wrong length)")
     raw = device.pread(ref.length, ref.page * PAGE_SIZE)
-    if len(raw) != ref.length or crc32(raw) != ref.checksum:
-        raise SignatureError("signature record is damaged")
-    magic, algorithm, hash_id, public, content, signature = SIG_RECORD.unpack(raw)
-    if magic != SIG_MAGIC or algorithm != 1 or hash_id != 1:
+    if len(raw) != ref.length:
+        raise SignatureError("signature record is damaged (file too short)")
+    magic, algorithm, hash_id, reserved, public, content, signature = SIG_RECORD.unpack(raw)
+    if magic != SIG_MAGIC or algorithm != 1 or hash_id not in (HASH_V1, HASH_V2):
         raise SignatureError("unknown signature format")
-    return Signature(public, content, signature)
+    if hash_id == HASH_V1 and crc32(raw) != ref.checksum:
+        raise SignatureError("signature record is damaged")
+    if hash_id == HASH_V2 and (ref.checksum != 0 or reserved != bytes(6)):
+        raise SignatureError("signature record or its reference was changed")
+    return Signature(public, content, signature, hash_id)
 
 
 def _check_unhashed_bytes(device: Device, sb: Superblock) -> None:
@@ -408,9 +430,8 @@ def _check_unhashed_bytes(device: Device, sb: Superblock) -> None:
     so that changing any byte of the file fails verification: both superblock slots hold
     the same encoding (freeze writes two copies; a damaged copy would otherwise go unnoticed
     while the reader silently used the other), the signature reference names the record on
-    the last page, that page is zero after the record, and nothing follows it. The
-    authentication tag of an encrypted archive cannot be checked without the passphrase;
-    opening the archive checks it."""
+    the last page, that page is zero after the record, and nothing follows it. (Hash 1
+    leaves an encrypted archive's authentication tag out too: see the module notes.)"""
     expected = encode_superblock(sb)
     for slot in (0, 1):
         if device.pread(PAGE_SIZE, slot * PAGE_SIZE) != expected:
@@ -434,18 +455,28 @@ class VerifyResult:
     public_key: bytes
     content_hash: bytes
     pages: int
+    definition: int = HASH_V2  # the content hash's definition (the record's hash byte)
+    encrypted: bool = False
+
+    @property
+    def complete(self) -> bool:
+        """Whether the signature covers every byte: False only for an encrypted archive
+        signed under hash 1, whose authentication tag only the passphrase can check."""
+        return self.definition != HASH_V1 or not self.encrypted
 
 
 def verify_signature(path: str, *, expected_key: Ed25519PublicKey | None = None,
                      progress: Progress | None = None) -> VerifyResult:
-    """Check a frozen archive's content hash and signature (no passphrase needed)."""
+    """Check a frozen archive's content hash and signature (no passphrase needed). See
+    ``VerifyResult.complete`` for the one case (an old encrypted archive) this cannot
+    settle alone."""
     device = FileDevice(path, writable=False)
     try:
         probe = Pager(device, ARCCache(0))
         sb = probe.read_superblocks()[0]
         sig = read_signature(device, sb)
         _check_unhashed_bytes(device, sb)
-        content = _hash_pages(device, sb, sb.signature.page, progress)
+        content = _hash_pages(device, sb, sb.signature.page, progress, sig.definition)
         if content != sig.content_hash:
             raise SignatureError("content does not match the signed hash: the archive changed")
         try:
@@ -454,6 +485,7 @@ def verify_signature(path: str, *, expected_key: Ed25519PublicKey | None = None,
             raise SignatureError("signature does not verify") from None
         if expected_key is not None and raw_public(expected_key) != sig.public_key:
             raise SignatureError("archive was signed by a different key")
-        return VerifyResult(sig.public_key, content, sb.total_pages)
+        return VerifyResult(sig.public_key, content, sb.total_pages, sig.definition,
+                            sb.encrypted)
     finally:
         device.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -138,6 +139,38 @@ def test_verify_runs_fsck_when_it_can(tmp_path: Path) -> None:
         assert "fsck:      OK" in ok(result).out and "tag" in result.out
     assert_one_line_error(wrong, "missing")
     assert wrong.out == ""  # the bad key file is noticed before anything is checked
+
+
+FROZEN_V1 = Path(__file__).resolve().parent.parent / "data" / "frozen-v1"
+
+
+def test_verify_of_a_rewritten_tag_and_of_old_archives(tmp_path: Path) -> None:
+    """A rewritten authentication tag (valid checksum, both slots) fails verify without a
+    passphrase. An encrypted archive frozen the v1 way (its signature leaves the tag out)
+    is INCOMPLETE, exit 1, without the passphrase, and OK with it; a plain one is OK."""
+    src, dest = tmp_path / "enc.cart", tmp_path / "enc-frozen.cart"
+    with Archive.create(src, passphrase="pw", kdf=KdfParams.cheap()) as a:
+        a.write_file("/secret", b"s" * 10_000)
+        a.freeze(dest)
+    image = bytearray(dest.read_bytes())
+    for slot in (0, 1):  # auth_tag at 296..327, then the CRC of bytes 0..327
+        base = slot * 4096
+        image[base + 296:base + 328] = bytes(range(32))
+        image[base + 328:base + 332] = zlib.crc32(image[base:base + 328]).to_bytes(4, "little")
+    tampered = tmp_path / "tampered.cart"
+    tampered.write_bytes(bytes(image))
+    key_file = tmp_path / "v1.key"
+    key_file.write_text("frozen v1\n")
+    pub = FROZEN_V1 / "signer.pub"
+    bad, old_bare, old_key, old_plain = run_all(
+        ("verify", tampered), ("verify", FROZEN_V1 / "encrypted.cart", "--pubkey", pub),
+        ("verify", FROZEN_V1 / "encrypted.cart", "--pubkey", pub, "--key-file", key_file),
+        ("verify", FROZEN_V1 / "plain.cart", "--pubkey", pub))
+    assert_one_line_error(bad, "tampered.cart", "changed")
+    assert old_bare.code == 1 and "Traceback" not in old_bare.err
+    assert "result:    INCOMPLETE" in old_bare.out and "--key-file" in old_bare.out
+    assert "fsck:      OK" in ok(old_key).out and "result:    OK" in old_key.out
+    assert "result:    OK" in ok(old_plain).out
 
 
 def test_vacuum(source: Path) -> None:

@@ -6,14 +6,15 @@ compared with the source path by path (whole inode records — modes, owners, al
 numbers, so hard links too — contents, symlink targets, xattrs), and single bytes are flipped
 all over the frozen file, superblocks and signature page included.
 
-What the signature covers: the content hash is SHA-256 over a canonical superblock (its
-signature reference and authentication tag zeroed) and every page from 2 up to the signature
-page. The bytes outside the hash — the two superblock slots as stored, the signature
-reference, the padding after the signature record, the file's length — are checked by
-``verify`` against what the hashed superblock implies. So there is no byte whose change goes
-unnoticed, not even in a superblock copy the reader would not use (a reader falls back to the
-other slot, and the test shows the archive still opens identically — but ``verify`` says the
-file is no longer what was signed).
+What the signature covers: the content hash is SHA-256 over the superblock as written
+(authentication tag included; its signature reference carries no CRC of the record) and
+every page from 2 up to the signature page. The bytes outside the hash — the other
+superblock slot, the signature record, the padding after it, the file's length — are
+checked by ``verify`` against what the hashed superblock implies. (Archives signed the v1
+way, with the tag and the reference zeroed in the hash, still verify: tests/data/frozen-v1.)
+So there is no byte whose change goes unnoticed, not even in a superblock copy the reader
+would not use (a reader falls back to the other slot, and the test shows the archive still
+opens identically — but ``verify`` says the file is no longer what was signed).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import shutil
 import signal
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -40,8 +42,11 @@ from cartfs.core.archive import (
     load_public_key,
     verify_signature,
 )
+from cartfs.core.cache import ARCCache
+from cartfs.core.device import FileDevice
 from cartfs.core.errors import (
     CartError,
+    IntegrityError,
     InvalidArgument,
     NotAnArchive,
     NotFound,
@@ -49,8 +54,9 @@ from cartfs.core.errors import (
     ReadOnly,
     SignatureError,
 )
-from cartfs.core.format import PAGE_SIZE
+from cartfs.core.format import PAGE_SIZE, BlobRef, PageNo, encode_superblock
 from cartfs.core.keys import KdfParams
+from cartfs.core.pager import Pager
 
 from .test_snapshots import NEVER, State, assert_fsck, build_rich_tree, churn, full_state
 
@@ -168,6 +174,76 @@ def test_freeze_of_an_encrypted_archive(tmp_path: Path) -> None:
         assert archive.superblock.encrypted
         assert_fsck(archive, "encrypted frozen")
     assert b"compressible line" not in dest.read_bytes()
+
+
+def _rewrite_superblocks(path: Path, **changes: Any) -> None:
+    """Change superblock fields in both slots, with a valid checksum (what a deliberate
+    edit does, unlike a flipped byte)."""
+    device = FileDevice(str(path), writable=True)
+    try:
+        sb = Pager(device, ARCCache(0)).read_superblocks()[0]
+        raw = encode_superblock(sb.with_(**changes))
+        device.pwrite(raw, 0)
+        device.pwrite(raw, PAGE_SIZE)
+        device.sync()
+    finally:
+        device.close()
+
+
+def test_the_signature_covers_the_authentication_tag(tmp_path: Path) -> None:
+    """Regression: the content hash left the superblock's authentication tag out (it is
+    computed over the signature reference), so rewriting the tag in both slots with a valid
+    checksum passed verify — and the archive no longer opened. The signature now covers
+    the superblock as written; the reference carries no CRC of the record instead."""
+    src, dest = tmp_path / "enc.cart", tmp_path / "enc-frozen.cart"
+    with Archive.create(src, passphrase="pw", kdf=KdfParams.cheap(), options=NEVER) as a:
+        a.write_file("/secret", b"s" * 10_000)
+        a.freeze(dest)
+    result = verify_signature(str(dest))
+    assert result.definition == 2 and result.encrypted and result.complete
+    with Archive.open(dest, readonly=True, passphrase="pw") as archive:
+        assert archive.superblock.signature.checksum == 0
+    image = dest.read_bytes()
+    tampered = tmp_path / "tampered.cart"
+    for changes in ({"auth_tag": bytes(range(32))}, {"committed_ns": 1},
+                    {"signature": BlobRef(PageNo(len(image) // PAGE_SIZE - 1),
+                                          archive.superblock.txid, 144, 12345)}):
+        tampered.write_bytes(image)
+        _rewrite_superblocks(tampered, **changes)
+        with pytest.raises(SignatureError):
+            verify_signature(str(tampered))
+    tampered.write_bytes(image)
+    _rewrite_superblocks(tampered, auth_tag=bytes(range(32)))
+    with pytest.raises(IntegrityError):  # what the signature now protects against
+        Archive.open(tampered, readonly=True, passphrase="pw")
+
+
+FROZEN_V1 = Path(__file__).resolve().parent.parent / "data" / "frozen-v1"
+
+
+def test_archives_signed_the_v1_way_still_verify(tmp_path: Path) -> None:
+    """tests/data/frozen-v1 was frozen by cartfs before the v2 hash (make_frozen_v1.py):
+    both still verify against their signer. The encrypted one's signature leaves the tag
+    out, which the result says (``complete`` False): only the passphrase settles that."""
+    signer = load_public_key(str(FROZEN_V1 / "signer.pub"))
+    plain = verify_signature(str(FROZEN_V1 / "plain.cart"), expected_key=signer)
+    assert plain.definition == 1 and plain.complete
+    encrypted = verify_signature(str(FROZEN_V1 / "encrypted.cart"), expected_key=signer)
+    assert encrypted.definition == 1 and encrypted.encrypted and not encrypted.complete
+    with Archive.open(FROZEN_V1 / "encrypted.cart", readonly=True,
+                      passphrase="frozen v1") as archive:
+        assert archive.read_file("/hello.txt") == b"hello, frozen v1\n"
+        assert_fsck(archive, "v1 encrypted")
+    with Archive.open(FROZEN_V1 / "plain.cart", readonly=True) as archive:
+        assert archive.read_file("/dir/data.bin") == bytes(range(256)) * 40
+    image = (FROZEN_V1 / "plain.cart").read_bytes()
+    for offset in (100, 4096 + 100, 2 * PAGE_SIZE + 5, len(image) - PAGE_SIZE + 12,
+                   len(image) - PAGE_SIZE + 60):
+        damaged = bytearray(image)
+        damaged[offset] ^= 1
+        (tmp_path / "damaged.cart").write_bytes(bytes(damaged))
+        with pytest.raises(SignatureError):
+            verify_signature(str(tmp_path / "damaged.cart"))
 
 
 def test_freeze_of_a_snapshot(tmp_path: Path) -> None:
