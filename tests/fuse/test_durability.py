@@ -1,9 +1,11 @@
 """Durability: unmount/remount keeps everything; fsync commits; the commit timer bounds the
-loss; SIGTERM and SIGINT commit; SIGKILL mid-write never corrupts the archive."""
+loss (also for data the kernel still caches); SIGTERM and SIGINT commit; SIGKILL mid-write
+never corrupts the archive; a refused change (a time outside int64 ns) blocks no commit."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import signal
@@ -11,6 +13,8 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from cartfs.core.archive import Archive
 from cartfs.fuse.mount import find_mount
@@ -154,3 +158,48 @@ def test_sigkill_keeps_data_of_a_file_still_open(mounts: Mounts) -> None:
     with Archive.open(archive) as a:
         assert a.read_file("/closed.txt") == b"closed"
         assert a.read_file("/open.log") == payload
+
+
+def test_refused_times_change_nothing_and_commits_go_on(mounts: Mounts) -> None:
+    """`touch -d 2300-01-01` (and 1600) is outside int64 nanoseconds: it fails with
+    EOVERFLOW, nothing keeps the refused time (not the daemon, not the kernel's attribute
+    cache, not a later write-back of kernel-owned times), and commits continue."""
+    archive = mounts.archive()
+    daemon = mounts.mount_foreground(archive, options=["commit=1"])
+    mnt = mounts.mountpoints[-1]
+    before = mnt / "before.txt"
+    fd = os.open(before, os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, b"written before")  # dirty in the kernel: it owns this file's mtime now
+    for date in ("2300-01-01", "1600-01-01"):
+        proc = subprocess.run(["touch", "-d", date, str(before)], capture_output=True,
+                              text=True, check=False)
+        assert proc.returncode != 0
+        assert os.strerror(errno.EOVERFLOW) in proc.stderr, proc.stderr
+    for ns in ((1 << 63) + 5, -(1 << 63) - 5):
+        with pytest.raises(OSError) as info:
+            os.utime(before, ns=(ns, ns))
+        assert info.value.errno == errno.EOVERFLOW
+    os.close(fd)  # the kernel sends its own mtime now: a real one
+    st = before.stat()
+    assert abs(st.st_mtime_ns - time.time_ns()) < 60 * 10**9, st
+    (mnt / "after.txt").write_text("written after")
+    time.sleep(3.0)  # commit=1: the timer commits both (the refusal blocks nothing)
+    daemon.send_signal(signal.SIGKILL)
+    daemon.wait()
+    force_unmount(mnt)
+    fsck_ok(archive)
+    with Archive.open(archive) as a:
+        assert a.read_file("/before.txt") == b"written before"
+        assert a.read_file("/after.txt") == b"written after"
+        assert abs(a.stat("/before.txt").mtime_ns - st.st_mtime_ns) < 10**9
+
+    mnt = mounts.mount(archive)
+    assert (mnt / "before.txt").read_text() == "written before"
+    assert (mnt / "after.txt").read_text() == "written after"
+    assert (mnt / "before.txt").stat().st_mtime_ns == st.st_mtime_ns
+    os.utime(mnt / "before.txt", ns=(0, 0))  # the epoch is fine
+    mounts.unmount()
+    fsck_ok(archive)
+    mnt = mounts.mount(archive)
+    assert (mnt / "before.txt").stat().st_mtime_ns == 0
+    mounts.unmount()
