@@ -50,6 +50,7 @@ from cartfs.core.errors import (
     NotFound,
     ReadOnly,
 )
+from cartfs.core.keys import read_key_file
 from cartfs.core.paths import parent_and_name
 
 from .committer import Committer
@@ -263,14 +264,6 @@ class ArchiveEntry:
             pass  # closed by its last connection meanwhile
 
 
-def _passphrase_from_file(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.readline().rstrip("\r\n")
-    except OSError as exc:
-        raise NotFound(f"{path}: cannot read key file: {exc.strerror}") from None
-
-
 class Registry:
     """Every archive the VFS has open in this process, and the name bindings."""
 
@@ -351,7 +344,7 @@ class Registry:
     def _open(path: str, writable: bool, passphrase: str | bytes | None,
               key_file: str | None, options: OpenOptions | None) -> Archive:
         if passphrase is None and key_file:
-            passphrase = _passphrase_from_file(key_file)
+            passphrase = read_key_file(key_file)
         if passphrase is None:
             passphrase = os.environ.get(PASSPHRASE_ENV) or None
         if writable:

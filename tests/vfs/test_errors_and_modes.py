@@ -309,8 +309,22 @@ def test_encrypted_archive(tmp_path: Path, conns: Connections,
     assert raw.execute("SELECT x FROM t").fetchall() == [("hidden",)]
     raw.close()
     assert b"hidden" not in path.read_bytes()
+    with pytest.raises(apsw.CantOpenError, match="cannot read key file"):
+        conns.uri(raw_uri(path, "/test.db", key_file=str(tmp_path / "no-such-key")))
     monkeypatch.setenv("CARTFS_PASSPHRASE", "open sesame")
     assert conns.connect(path).execute("SELECT x FROM t").fetchall() == [("hidden",)]
+
+
+def test_binary_key_file(tmp_path: Path, conns: Connections) -> None:
+    """The same key-file rule as the CLI and the mount: a binary file is all key."""
+    secret = b"\x00\xff\n" + bytes(range(40))
+    key = tmp_path / "key.bin"
+    key.write_bytes(secret)
+    path = tmp_path / "bin.cart"
+    Archive.create(path, passphrase=secret, kdf=KdfParams.cheap()).close()
+    conn = conns.uri(raw_uri(path, "/k.db", key_file=str(key)))
+    conn.execute("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+    assert conn.execute("SELECT x FROM t").fetchall() == [(1,)]
 
 
 # ---- URI parameters -------------------------------------------------------------------------
