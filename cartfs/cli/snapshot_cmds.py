@@ -9,7 +9,9 @@ Mounted archives: the mount daemon holds the archive open, so opening it here fa
 ArchiveBusy. ``create``, ``delete`` and ``list`` then find the archive's mount in
 /proc/self/mountinfo (type ``fuse.cartfs``, source = the archive's path) and go through the
 mount's ``.snapshots`` directory, ZFS-style: ``mkdir .snapshots/NAME`` takes a snapshot,
-``rmdir`` deletes one, listing it lists them. ``restore`` and ``diff`` need the archive
+``rmdir`` deletes one, listing it lists them, and the attributes ``cartfs.id``,
+``cartfs.txid``, ``cartfs.created`` and ``cartfs.held`` of ``.snapshots/NAME`` give the
+columns of ``list``. ``restore`` and ``diff`` need the archive
 itself (a restore replaces the tree under the mount's open files), so they ask for an
 unmount.
 """
@@ -180,6 +182,27 @@ class MountedSnapshots:
         except OSError as exc:
             raise self._fail(exc) from None
 
+    def _fact(self, name: str, attribute: str) -> int | None:
+        try:
+            return int(os.getxattr(os.path.join(self.folder, name), attribute))
+        except (OSError, ValueError):  # an older daemon, -o xattr=0, or deleted meanwhile
+            return None
+
+    def rows(self) -> list[dict[str, Any]]:
+        """``snapshot_rows`` through the mount: the daemon offers each snapshot's id,
+        transaction, creation time and held bytes as attributes of ``.snapshots/NAME``
+        (``cartfs.id``, ``cartfs.txid``, ``cartfs.created``, ``cartfs.held``); missing
+        ones are None (shown as "-"). Oldest first, as without a mount."""
+        rows = []
+        for name in self.names():
+            created = self._fact(name, "cartfs.created")
+            rows.append({"name": name, "id": self._fact(name, "cartfs.id"),
+                         "txid": self._fact(name, "cartfs.txid"), "created_ns": created,
+                         "created": None if created is None else _local_time(created),
+                         "exclusive_bytes": self._fact(name, "cartfs.held")})
+        return sorted(rows, key=lambda r: (r["txid"] is None, r["txid"] or 0, r["id"] or 0,
+                                           r["name"]))
+
 
 def mounted_snapshots(args: argparse.Namespace, busy: ArchiveBusy) -> MountedSnapshots:
     """The mount behind an ArchiveBusy, if it offers ``.snapshots``; else the error."""
@@ -295,9 +318,11 @@ def cmd_list(args: argparse.Namespace) -> int:
             rows = snapshot_rows(archive)
     except ArchiveBusy as busy:
         snaps = mounted_snapshots(args, busy)
-        rows = [{"name": n, "id": None, "txid": None, "created_ns": None, "created": None,
-                 "exclusive_bytes": None} for n in snaps.names()]
-        note = f"(through the mount at {snaps.mountpoint}: names only)"
+        rows = snaps.rows()
+        complete = all(r[k] is not None for r in rows for k in ("txid", "created",
+                                                                 "exclusive_bytes"))
+        note = f"(through the mount at {snaps.mountpoint}" + \
+            ("" if complete else ": some details unavailable from this mount") + ")"
     if args.json:
         print(json.dumps(rows, indent=2))
     elif not rows:

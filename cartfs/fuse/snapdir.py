@@ -28,6 +28,15 @@ FUSE daemon), and only then commits and pins. Captured: everything whose ``write
 shared mappings before it. Writes racing with the ``mkdir`` may or may not be in it. Cost:
 the kernel's cached pages of files open for writing are dropped (read again on demand).
 
+Facts about a snapshot are extended attributes of ``.snapshots/NAME``, for ``cartfs snapshot
+list`` on a mounted archive and for ``getfattr -n cartfs.held``: ``cartfs.id``,
+``cartfs.txid``, ``cartfs.created`` (ns since the epoch) and ``cartfs.held`` (bytes only this
+snapshot holds: what deleting it frees), as decimal text. They are not listed (``cp -a`` and
+``rsync -X`` of a snapshot must not copy them) and shadow real attributes of those names on
+a snapshot's root. ``cartfs.held`` takes one walk of every tree's metadata for all the
+snapshots at once; the figures are kept until the next commit or snapshot change, so listing
+N snapshots costs one walk, not N.
+
 ``rmdir .snapshots/NAME`` deletes the snapshot (pages only it held become free at once; the
 kernel removes the entry itself), drops its tree — its nodes answer ESTALE from then on —
 and asks the kernel to forget what it still caches of them.
@@ -63,6 +72,47 @@ RESERVED_NAMES = frozenset({"@live"})
 """Names ``cartfs snapshot diff`` gives a meaning (the live tree): refused here too."""
 
 
+FACTS = (b"cartfs.id", b"cartfs.txid", b"cartfs.created", b"cartfs.held")
+"""Extended attributes of ``.snapshots/NAME`` (its root) that describe the snapshot."""
+
+
+class SnapshotTree:
+    """One snapshot's tree in the mount: its ``SnapshotView`` (``archive.snapshot(NAME)``;
+    every call checks that the snapshot still exists), and the snapshot's FACTS as
+    attributes of its root."""
+
+    def __init__(self, view: ReadTree, name: str, snapshot_id: int,
+                 snapdir: SnapshotDir) -> None:
+        self.view = view
+        self.name = name
+        self.snapshot_id = snapshot_id
+        self.snapdir = snapdir
+
+    def lookup(self, parent: int, name: str | bytes) -> Inode:
+        return self.view.lookup(parent, name)
+
+    def getattr(self, ino: int) -> Inode:
+        return self.view.getattr(ino)
+
+    def readdir(self, ino: int, after: int = 0, limit: int = 1 << 30) -> list[DirEntry]:
+        return self.view.readdir(ino, after, limit)
+
+    def read(self, ino: int, offset: int, size: int) -> bytes:
+        return self.view.read(ino, offset, size)
+
+    def readlink(self, ino: int) -> bytes:
+        return self.view.readlink(ino)
+
+    def getxattr(self, ino: int, name: str | bytes) -> bytes:
+        raw = os.fsencode(name)
+        if ino == ROOT_INO and raw in FACTS:
+            return self.snapdir.fact(self.name, self.snapshot_id, raw)
+        return self.view.getxattr(ino, name)
+
+    def listxattr(self, ino: int) -> list[bytes]:
+        return self.view.listxattr(ino)
+
+
 class SnapshotDir:
     """The ``.snapshots`` directory of one mount: its own attributes (the ReadTree methods,
     for inode ``ROOT_INO`` of the pseudo tree) and the snapshots below it."""
@@ -76,6 +126,8 @@ class SnapshotDir:
         self.mountpoint = mountpoint
         self.visible = visible
         self._changed_ns: int | None = None  # mtime/ctime: the last mkdir/rmdir
+        # bytes held only by each snapshot (by id), and the (txid, snapshot ids) they are for
+        self._held: tuple[tuple[int, tuple[int, ...]], dict[int, int]] | None = None
 
     @staticmethod
     def is_name(parent_node: int, name: bytes) -> bool:
@@ -116,12 +168,41 @@ class SnapshotDir:
 
     # ---- the snapshots in it --------------------------------------------------------------
 
+    def fact(self, snapshot: str, snapshot_id: int, name: bytes) -> bytes:
+        """The value of one of FACTS for snapshot ``snapshot`` (if it is still the one with
+        id ``snapshot_id``)."""
+        info = self.archive.snapshot(snapshot).info
+        if info.id != snapshot_id:
+            raise NotFound(f"snapshot {snapshot!r} no longer exists")
+        if name == b"cartfs.id":
+            value = info.id
+        elif name == b"cartfs.txid":
+            value = info.txid
+        elif name == b"cartfs.created":
+            value = info.created_ns
+        else:
+            value = self._held_bytes(info.id)
+        return str(value).encode()
+
+    def _held_bytes(self, snapshot_id: int) -> int:
+        """Bytes only this snapshot holds, from figures computed for all snapshots at once
+        and kept while the committed state and the set of snapshots stay the same."""
+        ids = tuple(s.id for s in self.archive.list_snapshots())
+        if self._held is None or self._held[0] != (self.archive.superblock.txid, ids):
+            infos = self.archive.list_snapshots(usage=True)  # commits pending changes first
+            held = {s.id: s.exclusive_bytes or 0 for s in infos}
+            self._held = ((self.archive.superblock.txid, tuple(s.id for s in infos)), held)
+        held_now = self._held[1]
+        if snapshot_id not in held_now:
+            raise NotFound("snapshot no longer exists")
+        return held_now[snapshot_id]
+
     def open(self, name: bytes) -> tuple[int, Inode]:
         """(tree id, root inode) of snapshot ``name``, registering its tree on first use."""
         view = self.archive.snapshot(os.fsdecode(name))
         tree_id = view.info.id
         if self.inodes.tree(tree_id) is None:
-            self.inodes.add_tree(tree_id, view)
+            self.inodes.add_tree(tree_id, SnapshotTree(view, view.name, tree_id, self))
         tree = self.inodes.tree(tree_id)
         assert tree is not None
         return tree_id, tree.getattr(ROOT_INO)

@@ -14,6 +14,7 @@ import shutil
 import stat
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -326,6 +327,41 @@ def test_cli_snapshots_through_the_mount(mounts: Mounts) -> None:
     mounts.unmount()
     with Archive.open(archive, readonly=True) as a:
         assert a.list_snapshots() == []
+
+
+def test_snapshot_list_through_the_mount_has_every_column(mounts: Mounts) -> None:
+    """Regression: through the mount ``snapshot list`` showed names only. The daemon
+    gives each snapshot's id, transaction, creation time and held bytes as (unlisted)
+    attributes of ``.snapshots/NAME``; the rows equal those of the unmounted archive."""
+    archive = mounts.archive()
+    mnt = mounts.mount(archive)
+    (mnt / "big.bin").write_bytes(os.urandom(3 << 20))
+    os.mkdir(mnt / ".snapshots" / "first")
+    (mnt / "big.bin").write_bytes(os.urandom(1 << 20))  # first alone holds the old 3 MiB
+    run_cli("snapshot", "create", str(archive), "second")  # shares all with the live tree
+    snap = mnt / ".snapshots" / "first"
+    held = int(os.getxattr(snap, "cartfs.held"))
+    assert 3 << 20 <= held < (3 << 20) + (64 << 10)
+    assert int(os.getxattr(mnt / ".snapshots" / "second", "cartfs.held")) < 64 << 10
+    with open(mnt / "big.bin", "r+b") as fh:  # the figures follow the next commit
+        fh.write(os.urandom(1 << 20))
+        fh.flush()
+        os.fsync(fh.fileno())
+    assert int(os.getxattr(mnt / ".snapshots" / "second", "cartfs.held")) >= 1 << 20
+    assert int(os.getxattr(snap, "cartfs.txid")) > 0
+    created = int(os.getxattr(snap, "cartfs.created"))
+    assert abs(created / 1e9 - time.time()) < 300
+    assert not any(name.startswith("cartfs.") for name in os.listxattr(snap))
+    raises((errno.ENODATA, errno.EOPNOTSUPP), os.getxattr, snap / "", "cartfs.nope")
+    mounted_rows = json.loads(run_cli("snapshot", "list", str(archive), "--json").stdout)
+    table = run_cli("snapshot", "list", str(archive)).stdout.splitlines()
+    assert [line.split()[0] for line in table[1:3]] == ["first", "second"]
+    assert "-" not in table[1].split() and "through the mount" in table[-1]
+    assert "unavailable" not in table[-1]
+    mounts.unmount()
+    rows = json.loads(run_cli("snapshot", "list", str(archive), "--json").stdout)
+    assert mounted_rows == rows
+    assert [r["name"] for r in rows] == ["first", "second"]
 
 
 @pytest.mark.skipif(shutil.which("setfattr") is None, reason="needs the attr tools")
