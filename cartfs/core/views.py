@@ -33,6 +33,8 @@ T = TypeVar("T")
 class SnapshotView(PathHelpers):
     """A snapshot as a read-only tree; obtain one with ``archive.snapshot(name)``."""
 
+    root_ino = ROOT_INO
+
     def __init__(self, archive: Archive, info: SnapshotInfo) -> None:
         self.archive = archive
         self._bind(info)

@@ -7,21 +7,20 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from cartfs.core.archive import Archive
 from cartfs.core.fsck import fsck
+from cartfs.testing.tree import tree_state
 
 HERE = Path(__file__).resolve().parent.parent / "data" / "snapshots-v1"
 EXPECTED = json.loads((HERE / "expected.json").read_text())
 
 
-def digests(view: Archive | object) -> dict[str, str]:
-    out = {}
-    for top, _dirs, files in view.walk("/"):  # type: ignore[attr-defined]
-        for name in files:
-            path = top.rstrip("/") + "/" + name
-            out[path] = hashlib.sha256(view.read_file(path)).hexdigest()  # type: ignore[attr-defined]
-    return out
+def digests(view: Any) -> dict[str, str]:
+    """path -> SHA-256 of every regular file of a tree (an Archive or a SnapshotView)."""
+    return {path: entry.sha256 for path, entry in tree_state(view).items()
+            if entry.type == "file"}
 
 
 def test_snapshots_of_version_1_read_back_unchanged() -> None:

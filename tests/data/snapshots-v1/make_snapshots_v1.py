@@ -5,24 +5,21 @@ them. tests/core/test_golden_snapshots.py checks it; not rerun by tests.
     python tests/data/snapshots-v1/make_snapshots_v1.py
 """
 
-import hashlib
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 from cartfs.core.archive import Archive
+from cartfs.testing.tree import tree_state
 
 HERE = Path(__file__).parent
 
 
-def digest_tree(view: object) -> dict[str, str]:
-    """path -> sha256 of every regular file of a tree (an Archive or a SnapshotView)."""
-    out = {}
-    for top, _dirs, files in view.walk("/"):  # type: ignore[attr-defined]
-        for name in files:
-            path = top.rstrip("/") + "/" + name
-            out[path] = hashlib.sha256(view.read_file(path)).hexdigest()  # type: ignore[attr-defined]
-    return out
+def digests(view: Any) -> dict[str, str]:
+    """path -> SHA-256 of every regular file of a tree (an Archive or a SnapshotView)."""
+    return {path: entry.sha256 for path, entry in tree_state(view).items()
+            if entry.type == "file"}
 
 
 def main() -> None:
@@ -42,9 +39,9 @@ def main() -> None:
         archive.move("/data/c.bin", "/moved.bin")
         archive.write(archive.stat("/keep.txt").ino, 0, b"U")
         archive.sync()
-        expected = {"live": digest_tree(archive)}
+        expected = {"live": digests(archive)}
         for name in ("first", "second"):
-            expected[name] = digest_tree(archive.snapshot(name))
+            expected[name] = digests(archive.snapshot(name))
     (HERE / "expected.json").write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
 
 
