@@ -38,7 +38,7 @@ from . import snapshots
 from .alloc import Allocator, AllocatorStatistics
 from .btree import LEAF_OVERHEAD, MAX_ENTRY, TREE_CATALOG, TREE_SYSTEM, BTree, TxnClock
 from .cache import ARCCache, CacheStatistics
-from .catalog import ROOT_INO, Inode, orphan_key, orphan_range
+from .catalog import ROOT_INO, Inode, chunk_no_of, chunk_range, orphan_key, orphan_range
 from .codec import Sealer, check_level
 from .device import Device, FileDevice
 from .errors import (
@@ -71,6 +71,7 @@ from .format import (
     Superblock,
     TreeRef,
     TxnId,
+    decode_chunk_ptr,
 )
 
 # The ``X as X`` freeze names are re-exported for adapters (freeze.py is not public).
@@ -257,6 +258,7 @@ class Archive(PathHelpers):
         self._commits = 0
         self._last_commit = time.monotonic()
         self._iam = IamStore(self)
+        self._allocated: tuple[int, dict[int, int]] = (-1, {})  # see allocated_bytes
 
     # ---- opening ----------------------------------------------------------------------------
 
@@ -555,6 +557,32 @@ class Archive(PathHelpers):
     @_locked
     def getattr(self, ino: int) -> Inode:
         return self._ns.get(ino)
+
+    @_locked
+    def allocated_bytes(self, ino: int) -> int:
+        """Bytes the data of ``ino`` takes in the archive (``st_blocks``, ``du``): the pages
+        of its stored chunks (after compression), inline chunks at their stored size, chunks
+        not stored yet at their size; holes take nothing. One scan of the inode's chunk map,
+        remembered until the archive next changes."""
+        stamp, known = self._allocated
+        if stamp != self._mutations() or len(known) > 4096:
+            known = {}
+            self._allocated = (self._mutations(), known)
+        if ino not in known:
+            dirty = self._chunks.is_dirty(ino)
+            total, stored = 0, set()
+            for key, value in self._chunks.tree.items(*chunk_range(ino)):
+                ptr = decode_chunk_ptr(value)
+                total += ptr.npages * PAGE_SIZE if ptr.inline_data is None \
+                    else len(ptr.inline_data)
+                if dirty:
+                    stored.add(chunk_no_of(key))
+            if dirty:
+                size, cs = self._ns.get(ino).size, self._sb.chunk_size
+                for chunk_no in set(self._chunks.chunk_numbers(ino)) - stored:
+                    total += -(-min(cs, max(size - chunk_no * cs, 0)) // PAGE_SIZE) * PAGE_SIZE
+            known[ino] = total
+        return known[ino]
 
     @_writing
     def setattr(self, ino: int, *, mode: int | None = None, uid: int | None = None,
@@ -915,10 +943,11 @@ class Archive(PathHelpers):
         """A read-only view of a snapshot, with the read half of this API."""
         return SnapshotView(self, snapshots.get_snapshot(self, name))
 
-    @_writing
     def vacuum(self, progress: Callable[[int, int], None] | None = None) -> VacuumResult:
         """Move live pages down and shrink the file; crash-safe at every step, and fine
-        while files are open (inode numbers and contents do not change)."""
+        while files are open (inode numbers and contents do not change). Online: it runs in
+        steps that each take the lock (like a ``_writing`` call) and end with a commit, so
+        other threads' calls — a mount's reads and writes — go on between them."""
         return vacuum_archive(self, progress)
 
     def freeze(self, dest: str | os.PathLike[str], *, key: Ed25519PrivateKey | None = None,
