@@ -943,12 +943,14 @@ class Archive(PathHelpers):
         """A read-only view of a snapshot, with the read half of this API."""
         return SnapshotView(self, snapshots.get_snapshot(self, name))
 
-    def vacuum(self, progress: Callable[[int, int], None] | None = None) -> VacuumResult:
+    def vacuum(self, progress: Callable[[int, int], None] | None = None, *,
+               online: bool = False) -> VacuumResult:
         """Move live pages down and shrink the file; crash-safe at every step, and fine
-        while files are open (inode numbers and contents do not change). Online: it runs in
-        steps that each take the lock (like a ``_writing`` call) and end with a commit, so
-        other threads' calls — a mount's reads and writes — go on between them."""
-        return vacuum_archive(self, progress)
+        while files are open (inode numbers and contents do not change). It runs in steps
+        that each take the lock (like a ``_writing`` call) and end with a commit, so other
+        threads' calls go on between them; ``online=True`` (a mount) also pauses after each
+        step so that they get their turn (see vacuum.py)."""
+        return vacuum_archive(self, progress, online=online)
 
     def freeze(self, dest: str | os.PathLike[str], *, key: Ed25519PrivateKey | None = None,
                snapshot: str | None = None,

@@ -15,17 +15,28 @@ Theory of operation
 
 The page allocator marks every copy as allocated before anything is written to it, so writes
 made after a vacuum can never land on live data (the first implementation's vacuum forgot that).
+
+Online: vacuum runs in *steps*, each under the archive lock and each ending with a commit;
+step 2 moves at most ``BATCH_PAGES`` pages of extents per step (the largest first, as
+planned). Between steps the lock is free, so other threads — a mount serving reads and
+writes — go on, waiting at most one step. Each step starts by committing what they changed
+and plans from the state it finds, so their changes are never lost and never moved half-way;
+the boundary of a pass stays fixed (anything above it is moved, whoever put it there). Inode
+numbers and contents never change, so open files are unaffected.
 """
 
 from __future__ import annotations
 
+import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from . import snapshots
 from .alloc import GROUP_PAGES
 from .btree import TREE_CATALOG, TREE_SYSTEM
+from .errors import ArchiveBusy, ArchiveClosed
 from .format import PAGE_SIZE
 from .reach import catalog_tree, extents_of
 from .relocate import Relocator
@@ -34,6 +45,7 @@ if TYPE_CHECKING:
     from .archive import Archive
 
 Progress = Callable[[int, int], None]
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -50,36 +62,95 @@ class VacuumResult:
 
 
 MAX_PASSES = 4
+BATCH_PAGES = 8192
+"""Extent pages one step moves at most (32 MiB): how long other callers may have to wait."""
+
+PAUSE_MAX = 0.05
+"""Online: the longest pause after a step (others get about half the time, or more)."""
+
+_running: weakref.WeakSet[Archive] = weakref.WeakSet()
 
 
-def vacuum(archive: Archive, progress: Progress | None = None) -> VacuumResult:
-    """Compact the archive in place (callers hold the archive lock).
+class _Steps:
+    """Runs the steps of one vacuum."""
+
+    def __init__(self, archive: Archive, online: bool) -> None:
+        self.archive = archive
+        self.online = online
+
+    def __call__(self, call: Callable[[], R]) -> R:
+        """One step, as Archive's ``_writing`` calls run: under the lock, on an open and
+        writable archive; a step that dies after changing something leaves the archive
+        refusing to commit (its last commit stays intact on disk)."""
+        archive = self.archive
+        started = time.monotonic()
+        with archive._lock:
+            if archive.closed:
+                raise ArchiveClosed("archive is closed")
+            archive._check_writable()
+            before = archive._mutations()
+            try:
+                result = call()
+            except BaseException as exc:
+                archive._fail_if_changed(exc, before)
+                raise
+        if self.online:
+            time.sleep(min(time.monotonic() - started, PAUSE_MAX))
+        return result
+
+
+def vacuum(archive: Archive, progress: Progress | None = None, *,
+           online: bool = False) -> VacuumResult:
+    """Compact the archive in place, in steps (see above); other threads' calls may run
+    between them. One vacuum at a time per archive (ArchiveBusy otherwise).
+
+    ``online``: others are waiting to use the archive (a mount), so pause after each step
+    as long as it took (at most PAUSE_MAX): a lock is not fair, and without the pause the
+    vacuum's thread would take it straight back while the others' threads wake up.
 
     Extents have different sizes, so one pass leaves scraps: the holes its own moves open
     above the boundary only become free once it commits. Passes repeat (each one a complete,
     crash-safe compaction) while they still shrink the file, at most MAX_PASSES times."""
+    with archive._lock:
+        if archive in _running:
+            raise ArchiveBusy("a vacuum of this archive is already running")
+        _running.add(archive)
+    step = _Steps(archive, online)
+    try:
+        before = step(lambda: _prepare(archive))
+        moved = 0
+        for _ in range(MAX_PASSES):
+            length = step(lambda: archive._alloc.total_pages)
+            moved += _one_pass(archive, step, progress)
+            after = step(lambda: _trim_tail(archive))
+            if after >= length:
+                break
+        return VacuumResult(before, after, moved)
+    finally:
+        with archive._lock:
+            _running.discard(archive)
+
+
+def _prepare(archive: Archive) -> int:
     archive._commit()
     snapshots._sweep_dead(archive)
     archive._commit()
-    alloc = archive._alloc
-    before = alloc.total_pages
-    moved = 0
-    for _ in range(MAX_PASSES):
-        length = alloc.total_pages
-        moved += _one_pass(archive, progress)
-        _trim_tail(archive)
-        if alloc.total_pages >= length:
-            break
-    return VacuumResult(before, alloc.total_pages, moved)
+    return archive._alloc.total_pages
 
 
-def _one_pass(archive: Archive, progress: Progress | None) -> int:
+def _one_pass(archive: Archive, step: _Steps, progress: Progress | None) -> int:
     alloc = archive._alloc
-    total = alloc.total_pages
-    boundary = total - alloc.statistics().free_pages + GROUP_PAGES
-    if boundary >= total:
+
+    def boundary_of_pass() -> int | None:
+        archive._commit()
+        total = alloc.total_pages
+        boundary = total - alloc.statistics().free_pages + GROUP_PAGES
+        return boundary if boundary < total else None
+
+    boundary = step(boundary_of_pass)
+    if boundary is None:
         return 0
-    to_move = total - boundary
+    to_move = step(lambda: alloc.total_pages) - boundary
     done = 0
 
     def tick(n: int) -> None:
@@ -88,12 +159,24 @@ def _one_pass(archive: Archive, progress: Progress | None) -> int:
         if progress is not None:
             progress(min(done, to_move), to_move)
 
-    alloc.prefer_low = True
+    moved = 0
+    while True:
+        batch, more = step(lambda: _low(archive, lambda: _relocate_catalogs(
+            archive, boundary, tick)))
+        moved += batch
+        if not more:
+            break
+    return moved + step(lambda: _low(archive, lambda: _relocate_system(
+        archive, boundary, tick)))
+
+
+def _low(archive: Archive, call: Callable[[], R]) -> R:
+    """``call`` with the allocator handing out the lowest free places."""
+    archive._alloc.prefer_low = True
     try:
-        moved = _relocate_catalogs(archive, boundary, tick)
-        return moved + _relocate_system(archive, boundary, tick)
+        return call()
     finally:
-        alloc.prefer_low = False
+        archive._alloc.prefer_low = False
 
 
 def _relocator(archive: Archive, boundary: int, tick: Callable[[int], None],
@@ -103,10 +186,11 @@ def _relocator(archive: Archive, boundary: int, tick: Callable[[int], None],
                      lambda page, n: page + n > boundary, tick, placement)
 
 
-def _plan(archive: Archive, boundary: int) -> dict[int, int]:
+def _plan(archive: Archive, boundary: int, budget: int) -> tuple[dict[int, int], bool]:
     """New homes for the extents above the boundary, largest first, each the best fit
     strictly below where it is (placing in tree order let small runs fill the holes the
-    big ones needed, and those then had nowhere to go but up)."""
+    big ones needed, and those then had nowhere to go but up) — until ``budget`` pages are
+    placed. Returns the placement and whether extents were left for another step."""
     pager, clock, alloc = archive._pager, archive._clock, archive._alloc
     roots = [archive.superblock.catalog] + [s.root for s in snapshots.list_snapshots(archive)]
     runs: dict[int, int] = {}
@@ -116,11 +200,15 @@ def _plan(archive: Archive, boundary: int) -> dict[int, int]:
             if start + n > boundary:
                 runs[start] = n
     placement: dict[int, int] = {}
+    placed = 0
     for start, n in sorted(runs.items(), key=lambda run: (-run[1], -run[0])):
+        if placed >= budget:
+            return placement, True
         new = alloc.allocate_below(n, start, boundary)
         if new is not None:
             placement[start] = new
-    return placement
+            placed += n
+    return placement, False
 
 
 def _release(archive: Archive, mover: Relocator) -> int:
@@ -139,8 +227,13 @@ def _release(archive: Archive, mover: Relocator) -> int:
     return moved
 
 
-def _relocate_catalogs(archive: Archive, boundary: int, tick: Callable[[int], None]) -> int:
-    mover = _relocator(archive, boundary, tick, _plan(archive, boundary))
+def _relocate_catalogs(archive: Archive, boundary: int, tick: Callable[[int], None]
+                       ) -> tuple[int, bool]:
+    """One step: move up to BATCH_PAGES pages of extents (and every node above the
+    boundary) of the live tree and all snapshots; (pages moved, whether more are left)."""
+    archive._commit()  # what other callers changed since the last step
+    placement, more = _plan(archive, boundary, BATCH_PAGES)
+    mover = _relocator(archive, boundary, tick, placement)
     live = mover.tree(archive.superblock.catalog, TREE_CATALOG)
     for info in snapshots.list_snapshots(archive):
         new_root = mover.tree(info.root, TREE_CATALOG)
@@ -149,10 +242,11 @@ def _relocate_catalogs(archive: Archive, boundary: int, tick: Callable[[int], No
     archive._replace_catalog_root(live)
     moved = _release(archive, mover)
     archive._commit()
-    return moved
+    return moved, more and bool(placement)
 
 
 def _relocate_system(archive: Archive, boundary: int, tick: Callable[[int], None]) -> int:
+    archive._commit()
     mover = _relocator(archive, boundary, tick)
     root = mover.tree(archive.superblock.system, TREE_SYSTEM)
     archive._system.replace_root(root)
@@ -162,15 +256,16 @@ def _relocate_system(archive: Archive, boundary: int, tick: Callable[[int], None
     return moved
 
 
-def _trim_tail(archive: Archive) -> None:
-    """Record the shorter length in a commit, then shrink the file."""
+def _trim_tail(archive: Archive) -> int:
+    """Record the shorter length in a commit, then shrink the file; returns the length."""
     alloc = archive._alloc
+    archive._commit()
     alloc.trim_last_group()
     # Keep the free pages the recording commits reserve (Archive._commit_pages): without
     # them that commit would grow the file straight back.
     new_total = alloc.highest_used_page() + 1 + archive._commit_pages()
     if new_total >= alloc.total_pages:
-        return
+        return alloc.total_pages
     alloc.truncate_to(new_total)
     archive._meta_dirty = True
     archive._commit()
@@ -181,3 +276,4 @@ def _trim_tail(archive: Archive) -> None:
     # it, so even a damaged newest superblock cannot lead an open to a length we cut off.
     archive._meta_dirty = True
     archive._commit()
+    return alloc.total_pages
