@@ -63,7 +63,9 @@ XATTR_CREATE = 1
 XATTR_REPLACE = 2
 LINK_MAX = 65000
 PATH_MAX = 4096
-MAX_FILE_SIZE = 1 << 62
+MAX_FILE_SIZE = (1 << 63) - 1
+"""Linux's MAX_LFS_FILESIZE, the limit the kernel checks for a FUSE mount: a mount's writeback
+cache takes every write below it, so a lower limit here would lose such writes at write-back."""
 
 
 @dataclass(frozen=True, slots=True)
