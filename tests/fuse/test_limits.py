@@ -1,13 +1,16 @@
 """Sizes at the edges: st_blocks is what a file's data really takes (sparse files, huge
-truncates), and sizes past the largest file size fail with EFBIG everywhere."""
+truncates), and the largest file size is the kernel's, so no write it accepts is lost."""
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 from pathlib import Path
 
-from .conftest import Mounts
+import pytest
+
+from .conftest import Mounts, fsck_ok
 
 MiB = 1 << 20
 
@@ -54,4 +57,53 @@ def test_st_blocks_counts_stored_data(mounts: Mounts) -> None:
     mnt = mounts.mount(archive)
     check()
     assert dense.read_bytes() == payload
+    mounts.unmount()
+
+
+KERNEL_MAX = (1 << 63) - 1  # Linux's MAX_LFS_FILESIZE, the s_maxbytes of every FUSE mount
+
+
+def test_largest_file_size_agrees_with_the_kernel(mounts: Mounts) -> None:
+    """The kernel caches writes (writeback cache) and checks only its own limit, so the
+    archive accepts every size the kernel does: a write the kernel takes is never lost at
+    write-back, and past the limit write(2) and truncate fail at once."""
+    archive = mounts.archive()
+    mnt = mounts.mount(archive)
+    far = mnt / "far"
+    fd = os.open(far, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"hello")
+        assert os.pwrite(fd, b"x", (1 << 62) + 10) == 1
+        os.fsync(fd)  # no EFBIG at write-back: the archive took it
+        assert os.fstat(fd).st_size == (1 << 62) + 11
+        with pytest.raises(OSError) as info:  # past the limit: refused at once, as on tmpfs
+            os.pwrite(fd, b"y", KERNEL_MAX)
+        assert info.value.errno in (errno.EFBIG, errno.EINVAL)
+        os.fsync(fd)
+        assert os.fstat(fd).st_size == (1 << 62) + 11
+    finally:
+        os.close(fd)
+    edge = mnt / "edge"
+    proc = subprocess.run(["truncate", "-s", str(KERNEL_MAX + 1), str(edge)],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode != 0
+    subprocess.run(["truncate", "-s", str(KERNEL_MAX), str(edge)], check=True)
+    with open(edge, "r+b") as fh:
+        assert os.pwrite(fh.fileno(), b"z", KERNEL_MAX - 1) == 1
+        os.fsync(fh.fileno())
+        assert os.pread(fh.fileno(), 4, KERNEL_MAX - 4) == b"\0\0\0z"
+
+    def check() -> None:
+        assert far.stat().st_size == (1 << 62) + 11
+        assert edge.stat().st_size == KERNEL_MAX
+        with open(far, "rb") as fh:
+            assert fh.read(5) == b"hello"
+            assert os.pread(fh.fileno(), 2, (1 << 62) + 9) == b"\0x"
+        assert far.stat().st_blocks * 512 <= 1 << 20
+
+    check()
+    mounts.unmount()
+    fsck_ok(archive)
+    mnt = mounts.mount(archive)
+    check()
     mounts.unmount()
