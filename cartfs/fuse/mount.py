@@ -255,7 +255,15 @@ class _Daemon:
             self.ready(f"{self.mountpoint}: the new mount does not answer ({exc.strerror})")
             return
         set_read_ahead(self.mountpoint, self.settings.read_ahead_kb)
-        log.info("mounted %s on %s", self.archive.path, self.mountpoint)
+        options = self.archive.options
+        log.info("mounted %s on %s (cache %s MiB, commit every %g s, new files %s%s%s)",
+                 self.archive.path, self.mountpoint, f"{options.cache_bytes / 2**20:g}",
+                 options.commit_interval,
+                 self.settings.compression or self.archive.compression,
+                 "" if self.archive.writable else ", read-only",
+                 "".join(f", {name}={value}" for name, value in
+                         (("uid", self.settings.uid), ("gid", self.settings.gid))
+                         if value is not None))
         self.ready(None)
 
     async def watch_signals(self) -> None:

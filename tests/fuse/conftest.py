@@ -95,10 +95,12 @@ class Mounts:
         return path
 
     def mount(self, archive: Path, mountpoint: Path | None = None,
-              options: Sequence[str] = ()) -> Path:
+              options: Sequence[str] = (), *, verbose: bool = False) -> Path:
         """``cartfs mount`` in the background; returns the mount point, ready to use."""
         mnt = mountpoint or self.mountpoint()
         args = ["mount", str(archive), str(mnt), "--log-file", str(self.log)]
+        if verbose:
+            args.append("-v")
         for opt in options:
             args += ["-o", opt]
         self.mountpoints.append(mnt)
