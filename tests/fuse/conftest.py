@@ -9,7 +9,9 @@ mounted: at teardown it tries ``fusermount3 -u``, then ``-uz``, and kills daemon
 
 from __future__ import annotations
 
+import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -17,6 +19,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -143,6 +146,49 @@ class Mounts:
                 except subprocess.TimeoutExpired:
                     proc.send_signal(signal.SIGKILL)
                     proc.wait()
+
+
+class Embedded:
+    """tests/fuse/embedded_mount.py as a child: the real mount plus a control line."""
+
+    def __init__(self, mounts: Mounts, archive: Path, options: list[str]) -> None:
+        self.mnt = mounts.mountpoint()
+        self.log = mounts.tmp / "embedded.log"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(HERE / "embedded_mount.py"), str(archive),
+                 str(self.mnt), *options],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
+        mounts.mountpoints.append(self.mnt)
+        mounts.daemons.append(self.proc)  # type: ignore[arg-type]
+        try:
+            assert self._line() == "ready", self.log.read_text()
+        except BaseException:
+            self.close_pipes()
+            raise
+
+    def _line(self, timeout: float = 30) -> str:
+        out: IO[str] | None = self.proc.stdout
+        assert out is not None
+        ready, _, _ = select.select([out], [], [], timeout)
+        assert ready, f"no answer from the embedded daemon:\n{self.log.read_text()}"
+        return out.readline().strip()
+
+    def command(self, **command: object) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+        assert self._line() == "ok"
+
+    def stop(self) -> str:
+        subprocess.run(["fusermount3", "-u", str(self.mnt)], check=True)
+        assert self.proc.wait(timeout=60) == 0
+        return self.log.read_text()
+
+    def close_pipes(self) -> None:
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 @pytest.fixture

@@ -7,7 +7,10 @@ the JSON commands it reads on stdin through the Archive's IAM API.
 
 stdout: ``ready`` once the mount answers, then ``ok`` or ``error MESSAGE`` per command.
 Commands: ``{"put_policy": [NAME, DOCUMENT]}``, ``{"attach": [USER, POLICY]}``,
-``{"detach": [USER, POLICY]}``. Logs (INFO) go to stderr. Unmount with ``fusermount3 -u``.
+``{"detach": [USER, POLICY]}``; and, to see what a bug in the core does to the mount,
+``{"fail": [METHOD]}`` (the archive's METHOD raises a RuntimeError — not a CartError — from
+now on) and ``{"heal": [METHOD]}``. Logs (INFO) go to stderr. Unmount with
+``fusermount3 -u``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,12 @@ def reply(line: str) -> None:
     print(line, flush=True)
 
 
+def _failing(method: str) -> Any:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(f"injected failure in Archive.{method}")
+    return fail
+
+
 def apply(archive: Archive, command: dict[str, Any]) -> None:
     ((verb, args),) = command.items()
     # IamStore's contract: callers hold the archive lock (the mount's handlers run on
@@ -38,6 +47,10 @@ def apply(archive: Archive, command: dict[str, Any]) -> None:
             archive.iam.attach(args[0], args[1])
         elif verb == "detach":
             archive.iam.detach(args[0], args[1])
+        elif verb == "fail":
+            setattr(archive, args[0], _failing(args[0]))
+        elif verb == "heal":
+            delattr(archive, args[0])
         else:
             raise ValueError(f"unknown command {verb!r}")
 

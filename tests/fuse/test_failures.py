@@ -1,18 +1,19 @@
-"""A request that fails inside the daemon returns an errno and the mount stays up: here a
-data extent damaged on disk under a mounted archive reads as EIO, the daemon logs why, and
-every other file still works."""
+"""A request that fails inside the daemon returns an errno and the mount stays up: a data
+extent damaged on disk under a mounted archive reads as EIO, the daemon logs why, and every
+other file still works; an unexpected exception (a bug) in a handler is EIO and logged."""
 
 from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from cartfs.core.archive import Archive
 
-from .conftest import Mounts, run_cli
+from .conftest import Embedded, Mounts, fsck_ok, run_cli
 
 
 def test_damaged_extent_is_eio_and_mount_survives(mounts: Mounts) -> None:
@@ -55,3 +56,59 @@ def test_unmount_with_open_files_and_lazy(mounts: Mounts) -> None:
     finally:
         fh.close()
     Path(mnt).stat()
+
+
+def _eio(fn: Callable[..., object], *args: object) -> None:
+    with pytest.raises(OSError) as info:
+        fn(*args)
+    assert info.value.errno == errno.EIO, f"{fn.__name__}: {info.value}"
+
+
+def test_unexpected_exception_is_eio_logged_and_mount_survives(mounts: Mounts) -> None:
+    """A bug in the core (an exception that is no CartError) inside a handler — on the trio
+    thread or in a worker thread — answers EIO, is logged with its traceback, and the mount
+    goes on serving; once the cause is gone the same calls work again."""
+    archive = mounts.archive()
+    with Archive.open(archive) as a:
+        a.write_file("/f.txt", b"data")
+    daemon = Embedded(mounts, archive, [])
+    try:
+        mnt = daemon.mnt
+        f = mnt / "f.txt"
+        os.setxattr(f, "user.k", b"v")
+        daemon.command(fail=["listxattr"])
+        daemon.command(fail=["readlink"])
+        daemon.command(fail=["sync"])  # fsync runs it in a worker thread
+        os.symlink("f.txt", mnt / "link")
+        _eio(os.listxattr, f)
+        _eio(os.readlink, mnt / "link")
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            _eio(os.fsync, fd)
+            assert os.read(fd, 10) == b"data"  # the same open file still reads
+        finally:
+            os.close(fd)
+        _eio(os.listxattr, f)  # again: an errno each time, never a dead mount
+        assert f.read_bytes() == b"data"
+        (mnt / "new.txt").write_text("still writable")
+        assert sorted(os.listdir(mnt)) == ["f.txt", "link", "new.txt"]
+        for method in ("listxattr", "readlink", "sync"):
+            daemon.command(heal=[method])
+        assert os.listxattr(f) == ["user.k"]
+        assert os.readlink(mnt / "link") == "f.txt"
+        fd = os.open(mnt / "new.txt", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        log = daemon.stop()
+    finally:
+        daemon.close_pipes()
+    for handler, method in (("listxattr", "listxattr"), ("readlink", "readlink"),
+                            ("fsync", "sync")):
+        assert f"unexpected error in {handler}" in log, log
+        assert f"RuntimeError: injected failure in Archive.{method}" in log, log
+    assert log.count("Traceback") == 4, log  # listxattr twice, readlink, fsync
+    fsck_ok(archive)
+    with Archive.open(archive, readonly=True) as a:
+        assert a.read_file("/new.txt") == b"still writable"
