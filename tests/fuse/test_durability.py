@@ -203,3 +203,32 @@ def test_refused_times_change_nothing_and_commits_go_on(mounts: Mounts) -> None:
     mnt = mounts.mount(archive)
     assert (mnt / "before.txt").stat().st_mtime_ns == 0
     mounts.unmount()
+
+
+def test_fsyncdir_is_durable_before_sigkill(mounts: Mounts) -> None:
+    """fsync on a directory makes its entries durable (the editor/mail-spool pattern:
+    create, write, fsync the file, rename, fsync the directory)."""
+    archive = mounts.archive()
+    daemon = mounts.mount_foreground(archive, options=["commit=3600"])
+    mnt = mounts.mountpoints[-1]
+    spool = mnt / "spool"
+    spool.mkdir()
+    (spool / "empty-entry").touch()
+    (spool / "msg.tmp").write_bytes(b"message body")
+    os.rename(spool / "msg.tmp", spool / "msg")
+    for directory in (spool, mnt):
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    (spool / "after-the-fsync").touch()  # may be lost
+    daemon.send_signal(signal.SIGKILL)
+    daemon.wait()
+    force_unmount(mnt)
+    fsck_ok(archive)
+    mnt = mounts.mount(archive)
+    names = set(os.listdir(mnt / "spool"))
+    assert {"empty-entry", "msg"} <= names and "msg.tmp" not in names, names
+    assert (mnt / "spool" / "msg").read_bytes() == b"message body"
+    mounts.unmount()
