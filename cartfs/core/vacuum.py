@@ -38,7 +38,7 @@ from .alloc import GROUP_PAGES
 from .btree import TREE_CATALOG, TREE_SYSTEM
 from .errors import ArchiveBusy, ArchiveClosed
 from .format import PAGE_SIZE
-from .reach import catalog_tree, extents_of
+from .reach import catalog_tree, runs_of
 from .relocate import Relocator
 
 if TYPE_CHECKING:
@@ -141,15 +141,16 @@ def _prepare(archive: Archive) -> int:
 def _one_pass(archive: Archive, step: _Steps, progress: Progress | None) -> int:
     alloc = archive._alloc
 
-    def boundary_of_pass() -> int | None:
+    def boundary_of_pass() -> tuple[int, int] | None:
         archive._commit()
         total = alloc.total_pages
         boundary = total - alloc.statistics().free_pages + GROUP_PAGES
-        return boundary if boundary < total else None
+        return (boundary, archive._clock.txid) if boundary < total else None
 
-    boundary = step(boundary_of_pass)
-    if boundary is None:
+    found = step(boundary_of_pass)
+    if found is None:
         return 0
+    boundary, born_before = found
     to_move = step(lambda: alloc.total_pages) - boundary
     done = 0
 
@@ -162,7 +163,7 @@ def _one_pass(archive: Archive, step: _Steps, progress: Progress | None) -> int:
     moved = 0
     while True:
         batch, more = step(lambda: _low(archive, lambda: _relocate_catalogs(
-            archive, boundary, tick)))
+            archive, boundary, born_before, tick)))
         moved += batch
         if not more:
             break
@@ -186,18 +187,21 @@ def _relocator(archive: Archive, boundary: int, tick: Callable[[int], None],
                      lambda page, n: page + n > boundary, tick, placement)
 
 
-def _plan(archive: Archive, boundary: int, budget: int) -> tuple[dict[int, int], bool]:
+def _plan(archive: Archive, boundary: int, born_before: int, budget: int
+          ) -> tuple[dict[int, int], bool]:
     """New homes for the extents above the boundary, largest first, each the best fit
     strictly below where it is (placing in tree order let small runs fill the holes the
     big ones needed, and those then had nowhere to go but up) — until ``budget`` pages are
-    placed. Returns the placement and whether extents were left for another step."""
+    placed. Only extents born before the pass began: what others write while it runs is
+    left to the next pass (chasing it, a pass under a steady writer never ended). Returns
+    the placement and whether extents were left for another step."""
     pager, clock, alloc = archive._pager, archive._clock, archive._alloc
     roots = [archive.superblock.catalog] + [s.root for s in snapshots.list_snapshots(archive)]
     runs: dict[int, int] = {}
     seen: set[int] = set()
     for root in roots:
-        for start, n in extents_of(catalog_tree(pager, clock, root), seen):
-            if start + n > boundary:
+        for start, n, birth in runs_of(catalog_tree(pager, clock, root), seen, nodes=False):
+            if start + n > boundary and birth < born_before:
                 runs[start] = n
     placement: dict[int, int] = {}
     placed = 0
@@ -227,12 +231,12 @@ def _release(archive: Archive, mover: Relocator) -> int:
     return moved
 
 
-def _relocate_catalogs(archive: Archive, boundary: int, tick: Callable[[int], None]
-                       ) -> tuple[int, bool]:
+def _relocate_catalogs(archive: Archive, boundary: int, born_before: int,
+                       tick: Callable[[int], None]) -> tuple[int, bool]:
     """One step: move up to BATCH_PAGES pages of extents (and every node above the
     boundary) of the live tree and all snapshots; (pages moved, whether more are left)."""
     archive._commit()  # what other callers changed since the last step
-    placement, more = _plan(archive, boundary, BATCH_PAGES)
+    placement, more = _plan(archive, boundary, born_before, BATCH_PAGES)
     mover = _relocator(archive, boundary, tick, placement)
     live = mover.tree(archive.superblock.catalog, TREE_CATALOG)
     for info in snapshots.list_snapshots(archive):

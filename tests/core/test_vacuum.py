@@ -14,14 +14,17 @@ import random
 import select
 import shutil
 import signal
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from cartfs.core import vacuum as vacuum_module
 from cartfs.core.alloc import GROUP_PAGES, Allocator
 from cartfs.core.archive import Archive
 from cartfs.core.device import MemoryDevice
+from cartfs.core.errors import ArchiveBusy
 from cartfs.core.format import FIRST_DATA_PAGE, PAGE_SIZE
 from cartfs.core.fsck import fsck
 from cartfs.core.keys import KdfParams
@@ -184,6 +187,80 @@ def test_trim_last_group_gives_back_its_free_top() -> None:
     alloc.truncate_to(pages[2] + 1)
     assert alloc.statistics().used_pages == 3
     assert alloc.allocate(1) >= pages[2] + 1  # grows; never hands out a used page
+
+
+# ---- online: other threads go on between steps ------------------------------------------------
+
+
+def test_vacuum_runs_in_steps_while_other_threads_write(fragmented: tuple[Path, States],
+                                                        tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    """A mount calls the archive from its own thread while a vacuum runs in another: the
+    vacuum takes the lock step by step, so writes, reads, deletions and a snapshot land
+    between its steps; all of them are kept, every tree reads right, fsck is clean, and
+    the file still shrinks. Small steps here, so there are many."""
+    monkeypatch.setattr(vacuum_module, "BATCH_PAGES", 48)
+    path = _copy(fragmented[0], tmp_path / "a.cart")
+    expected = fragmented[1]
+    size_before = os.path.getsize(path)
+    rng = random.Random(21)
+    with Archive.open(path, options=NEVER) as archive:
+        live_before = full_state(archive)
+        steps: list[int] = []
+        outcome: dict[str, object] = {}
+
+        def run() -> None:
+            try:
+                outcome["result"] = archive.vacuum(lambda done, total: steps.append(done),
+                                                   online=True)
+            except BaseException as exc:  # reported by the main thread
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        written: dict[str, bytes] = {}
+        ops = 0
+        while worker.is_alive():
+            name = f"/online/{ops % 30}"
+            data = rng.randbytes(rng.choice((50, 20_000, 70_000)))
+            archive.write_file(name, data, parents=True)
+            written[name] = data
+            if ops % 7 == 3 and archive.exists(f"/online/{(ops - 3) % 30}"):
+                archive.remove(f"/online/{(ops - 3) % 30}")
+                written.pop(f"/online/{(ops - 3) % 30}")
+            if ops == 5:
+                archive.create_snapshot("during")
+                during = full_state(archive.snapshot("during"))
+            ops += 1
+        worker.join()
+        assert "error" not in outcome, outcome
+        assert ops > 5, f"only {ops} writes got in while the vacuum ran"
+        assert {p: archive.read_file(p) for p in written} == written
+        for name, digest in expected.items():
+            if name != "@live":
+                assert state_digest(full_state(archive.snapshot(name))) == digest, name
+        assert full_state(archive.snapshot("during")) == during
+        live = full_state(archive)
+        assert {p: v for p, v in live.items() if not p.startswith("/online")} == \
+            {p: v for p, v in live_before.items() if p != "/"} | {"/": live["/"]}
+        assert_fsck(archive, "after an online vacuum")
+    assert os.path.getsize(path) < size_before * 0.8
+    with Archive.open(path, options=NEVER) as archive:
+        assert {p: archive.read_file(p) for p in written} == written
+        assert_fsck(archive, "reopened after an online vacuum")
+
+
+def test_one_vacuum_at_a_time() -> None:
+    archive = Archive.create_on(MemoryDevice(), options=NEVER)
+    archive.write_file("/a", b"x" * 100_000)
+    vacuum_module._running.add(archive)  # as while another thread's vacuum runs
+    try:
+        with pytest.raises(ArchiveBusy, match="already running"):
+            archive.vacuum()
+    finally:
+        vacuum_module._running.discard(archive)
+    archive.vacuum()
 
 
 # ---- crash safety: SIGKILL ---------------------------------------------------------------------
