@@ -37,20 +37,15 @@ def _small_txns(count: int, table: str = "s") -> str:
     return f"PRAGMA busy_timeout = 10000;\n{body}"
 
 
-# Each rollback-journal transaction costs two fsyncs, i.e. two durable archive commits; the
-# host disk decides the time (native ext4 here: ~13 ms per transaction). The full 1,000 run
-# in WAL mode, and in DELETE mode under the soak marker.
-SMALL = {"delete": 200, "wal": 1000}
+# Each rollback-journal transaction (synchronous=FULL, SQLite's default) costs two fsyncs,
+# i.e. two durable archive commits; the host disk decides the time. Measured here: the whole
+# DELETE-mode test with 1,000 transactions in ~4.3 s, so both modes run the full 1,000.
+SMALL = {"delete": 1000, "wal": 1000}
 
 
 @pytest.mark.parametrize("journal", ["delete", "wal"])
 def test_sqlite_journal_modes(mounts: Mounts, journal: str) -> None:
     _journal_modes(mounts, journal, SMALL[journal])
-
-
-@pytest.mark.soak
-def test_sqlite_delete_1000_transactions(mounts: Mounts) -> None:
-    _journal_modes(mounts, "delete", 1000)
 
 
 def _journal_modes(mounts: Mounts, journal: str, small: int) -> None:
