@@ -23,6 +23,10 @@ Kernel caches (see reference/fuse-notes.md, and benchmarks/README.md "Mount" for
 * ``O_TRUNC`` arrives in ``open`` (atomic O_TRUNC) and is honoured there.
 * With the writeback cache the kernel also owns mtime/ctime: writes do not touch them
   (``Archive.write(touch=False)``); the kernel sends them with SETATTR on close/fsync.
+* It owns the size too: for a cached regular file it never takes ``st_size`` from getattr,
+  and it accepts every write below its own limit (``MAX_LFS_FILESIZE``, which FUSE cannot
+  lower) before we see it. The archive's largest file size is therefore the same, so no
+  write the kernel took can fail at write-back and leave it showing a size we never stored.
 
 Trees: the live tree (node id = archive inode), the ``.snapshots`` directory and one read-only
 tree per snapshot (:mod:`.snapdir`; node ids from :mod:`.inodes`). Any change aimed at a
@@ -66,7 +70,7 @@ from .access import CREATE, DELETE, LIST, READ, SNAPSHOT, WRITE, access_for, ope
 from .handles import Handle, HandleTable
 from .inodes import LIVE_TREE, SNAPDIR_NODE, SNAPDIR_TREE, InodeMap, ReadTree
 from .options import MountSettings
-from .snapdir import COOKIE, SNAPSHOT_TIMEOUT, SnapshotDir
+from .snapdir import CONTROLS, COOKIE, SNAPSHOT_TIMEOUT, Controls, SnapshotDir
 
 log = logging.getLogger("cartfs.fuse")
 
@@ -78,6 +82,7 @@ ACL_PREFIX = b"system.posix_acl_"
 CAPABILITY = b"security.capability"
 PROBED_XATTRS = (b"system.", b"security.")  # ACL/label probes of ls -l: metadata, like stat
 THREAD_MIN = 128 * 1024  # smaller reads/writes run on the trio thread (measured)
+ADMIN = "cartfs:Admin"  # archive-wide controls (vacuum) under -o principal=
 BLOCK_SIZE = 64 * 1024  # st_blksize: the chunk size, so tools read and write in chunk units
 
 __all__ = ["CartOperations", "ReadTree"]
@@ -119,6 +124,7 @@ class CartOperations(pyfuse3.Operations):
                                    self.handles.writing_nodes,
                                    visible=settings.snapdir_visible)
         self.inodes.add_tree(SNAPDIR_TREE, self.snapdir)
+        self.controls = Controls(archive)  # setxattr MOUNT cartfs.vacuum (snapdir.py)
         self.iam = access_for(archive, settings.principal)
         self._codec = settings.compression \
             if settings.compression not in (None, archive.compression) else None
@@ -524,6 +530,10 @@ class CartOperations(pyfuse3.Operations):
     async def setxattr(self, inode: int, name: bytes, value: bytes,
                        ctx: pyfuse3.RequestContext) -> None:
         self._xattrs_enabled()
+        if inode == ROOT_INO and name in CONTROLS:  # archive-wide work, e.g. cartfs vacuum
+            self.iam.check_root(ADMIN)
+            await self.controls.set(name)
+            return
         ino = self._live(inode)
         if name.startswith(ACL_PREFIX) or name == CAPABILITY:
             # No ACL support: storing the ACL as a plain xattr would silently drop the mode
@@ -539,6 +549,8 @@ class CartOperations(pyfuse3.Operations):
         self._xattrs_enabled()
         if name == CAPABILITY:  # asked before every write(2): answer without the core
             raise pyfuse3.FUSEError(errno.ENODATA)
+        if inode == ROOT_INO and name in CONTROLS:
+            return self.controls.get(name)
         _, tree, ino = self._tree(inode)
         if not name.startswith(PROBED_XATTRS):
             self.iam.check(READ, inode)
