@@ -13,12 +13,17 @@
 * ``keygen KEYFILE`` writes a key pair: KEYFILE (private, 0600) and KEYFILE.pub.
 * ``vacuum ARCHIVE`` moves live pages down and truncates the file. It is crash-safe at every
   step, so Ctrl-C only asks it to stop after it finishes; a second Ctrl-C stops at once and
-  the archive keeps its last commit.
+  the archive keeps its last commit. On a mounted archive it asks the mount daemon, which
+  holds the archive, to vacuum (``setxattr MOUNT cartfs.vacuum``, see fuse/snapdir.py); the
+  mount keeps serving between its steps, and the command returns when it is done.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import json
 import os
 import sys
 
@@ -37,6 +42,7 @@ from cartfs.cli.common import (
     os_error,
     read_passphrase,
 )
+from cartfs.cli.snapshot_cmds import find_archive_mount
 from cartfs.core.archive import (
     Archive,
     keygen,
@@ -196,14 +202,54 @@ def cmd_vacuum(args: argparse.Namespace) -> int:
     try:
         archive = open_archive(args)
     except ArchiveBusy:
-        raise _busy(args, "vacuum") from None
+        mountpoint = find_archive_mount(os.path.abspath(args.archive))
+        if mountpoint is None:
+            raise _busy(args, "vacuum") from None
+        return _vacuum_mounted(args, mountpoint)
     with archive, DeferredInterrupts():
         before = os.path.getsize(args.archive)
         with Progress("vacuum", 1, unit="pages") as bar:
             result = archive.vacuum(bar.update)
         after = os.path.getsize(args.archive)
+    _report_vacuum(before, after, result.moved_pages)
+    return 0
+
+
+VACUUM_CONTROL = "cartfs.vacuum"
+
+
+def _report_vacuum(before: int, after: int, moved: int | None, how: str = "") -> None:
+    pages = "?" if moved is None else str(moved)
     print(f"vacuum: {human_size(before)} -> {human_size(after)}, reclaimed "
-          f"{human_size(max(before - after, 0))} ({result.moved_pages} pages moved)")
+          f"{human_size(max(before - after, 0))} ({pages} pages moved){how}")
+
+
+def _vacuum_mounted(args: argparse.Namespace, mountpoint: str) -> int:
+    """The mount daemon holds the archive: ask it to vacuum (``setxattr MOUNT
+    cartfs.vacuum``; it runs in the daemon, between the requests it keeps serving, and the
+    call returns when it is done). Ctrl-C cannot stop it there: it finishes."""
+    before = os.path.getsize(args.archive)
+    print(f"vacuum: through the mount at {mountpoint} (the mount keeps working)",
+          file=sys.stderr)
+    try:
+        os.setxattr(mountpoint, VACUUM_CONTROL, b"1")
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSUP, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENODATA):
+            raise ArchiveBusy(f"{args.archive}: mounted at {mountpoint}, and that mount cannot "
+                              f"vacuum (an older cartfs, or -o xattr=0): unmount it first "
+                              f"(cartfs umount {mountpoint})") from None
+        if exc.errno == errno.EROFS:
+            raise CartError(f"{args.archive}: mounted read-only at {mountpoint}: nothing "
+                            f"can change it") from None
+        if exc.errno == errno.EBUSY:
+            raise ArchiveBusy(f"{args.archive}: a vacuum is already running in the mount at "
+                              f"{mountpoint}") from None
+        raise os_error(exc, mountpoint) from None
+    moved: int | None = None
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        moved = int(json.loads(os.getxattr(mountpoint, VACUUM_CONTROL))["moved_pages"])
+    _report_vacuum(before, os.path.getsize(args.archive), moved,
+                   f" (through the mount at {mountpoint})")
     return 0
 
 
@@ -248,6 +294,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "vacuum", help="compact an archive and shrink its file",
         description="Move live pages (and the pages snapshots hold) down and truncate the "
                     "file. Crash-safe at every step: a crash or kill leaves a valid archive. "
-                    "The archive must not be mounted.")
+                    "On a mounted archive the mount daemon does it (the mount keeps "
+                    "serving meanwhile; this waits until it is done).")
     add_archive_argument(p)
     p.set_defaults(func=cmd_vacuum)

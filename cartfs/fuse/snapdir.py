@@ -44,6 +44,9 @@ and asks the kernel to forget what it still caches of them.
 
 from __future__ import annotations
 
+import functools
+import json
+import logging
 import os
 import stat
 import time
@@ -53,11 +56,20 @@ import trio
 
 from cartfs.core.archive import Archive
 from cartfs.core.catalog import ROOT_INO, Inode
-from cartfs.core.errors import InvalidArgument, IsADirectory, NoAttribute, NotFound
+from cartfs.core.errors import (
+    ArchiveBusy,
+    InvalidArgument,
+    IsADirectory,
+    NoAttribute,
+    NotFound,
+    ReadOnly,
+)
 from cartfs.core.namespace import DirEntry
 
 from .inodes import SNAPDIR_NODE, InodeMap, ReadTree
 from .kernel import forget_in_kernel, write_back
+
+log = logging.getLogger("cartfs.fuse")
 
 NAME = b".snapshots"
 """The pseudo directory's name in the root of the mount."""
@@ -70,6 +82,50 @@ SNAPSHOT_TIMEOUT = 86400.0
 
 RESERVED_NAMES = frozenset({"@live"})
 """Names ``cartfs snapshot diff`` gives a meaning (the live tree): refused here too."""
+
+
+VACUUM = b"cartfs.vacuum"
+CONTROLS = frozenset({VACUUM})
+"""Extended attributes of the mount root that ask the daemon for archive-wide work."""
+
+
+class Controls:
+    """Archive-wide requests to a mounted archive, which the daemon holds open, so that
+    ``cartfs vacuum ARCHIVE`` works while it is mounted: ``setxattr MOUNT cartfs.vacuum``
+    compacts the archive — in a worker thread, in steps between which the mount keeps
+    serving (``Archive.vacuum(online=True)``) — and returns when it is done (or failed:
+    the errno says why); ``getxattr MOUNT cartfs.vacuum`` then tells what the last one did,
+    as JSON (pages_before, pages_after, moved_pages). Not listed by listxattr. The kernel
+    lets only those who may write to the root directory set it."""
+
+    def __init__(self, archive: Archive) -> None:
+        self.archive = archive
+        self.last_vacuum: dict[str, int] | None = None
+        self._vacuuming = False
+
+    async def set(self, name: bytes) -> None:
+        if name != VACUUM:
+            raise NoAttribute("no such control")
+        if not self.archive.writable:
+            raise ReadOnly("the archive is mounted read-only")
+        if self._vacuuming:
+            raise ArchiveBusy("a vacuum is already running")
+        self._vacuuming = True
+        try:
+            log.info("vacuum of %s started", self.archive.path)
+            result = await trio.to_thread.run_sync(
+                functools.partial(self.archive.vacuum, online=True))
+        finally:
+            self._vacuuming = False
+        self.last_vacuum = {"pages_before": result.pages_before,
+                            "pages_after": result.pages_after,
+                            "moved_pages": result.moved_pages}
+        log.info("vacuum of %s: %s", self.archive.path, self.last_vacuum)
+
+    def get(self, name: bytes) -> bytes:
+        if name != VACUUM or self.last_vacuum is None:
+            raise NoAttribute("no such attribute")
+        return json.dumps(self.last_vacuum).encode()
 
 
 FACTS = (b"cartfs.id", b"cartfs.txid", b"cartfs.created", b"cartfs.held")

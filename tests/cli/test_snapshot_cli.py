@@ -256,12 +256,13 @@ def mounted(archive: Path, tmp_path: Path) -> Iterator[Mount]:
 
 @pytest.mark.fuse
 def test_restore_and_diff_of_a_mounted_archive_ask_for_an_unmount(mounted: Mount) -> None:
+    """Restore and diff need the archive itself; vacuum goes through the mount."""
     restore, diff, vacuum = run_all(
         ("snapshot", "restore", mounted.archive, "s"),
         ("snapshot", "diff", mounted.archive, "s", "@live"), ("vacuum", mounted.archive))
     assert_one_line_error(restore, "mounted at", str(mounted.mountpoint), "unmount")
     assert_one_line_error(diff, "mounted at", "unmount")
-    assert_one_line_error(vacuum, "unmount")
+    assert "through the mount" in ok(vacuum).out  # the daemon vacuums (tests/fuse)
     assert (mounted.mountpoint / ".snapshots").is_dir()  # create/list/delete go through it
 
 

@@ -10,6 +10,7 @@ import errno
 import json
 import mmap
 import os
+import random
 import shutil
 import stat
 import subprocess
@@ -362,6 +363,124 @@ def test_snapshot_list_through_the_mount_has_every_column(mounts: Mounts) -> Non
     rows = json.loads(run_cli("snapshot", "list", str(archive), "--json").stdout)
     assert mounted_rows == rows
     assert [r["name"] for r in rows] == ["first", "second"]
+
+
+def _read_uncached(path: Path) -> bytes:
+    """Read a file from the daemon, not from the kernel's page cache."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def test_vacuum_of_a_mounted_archive(mounts: Mounts) -> None:
+    """``cartfs vacuum`` on a mounted archive asks the daemon (setxattr cartfs.vacuum on
+    the mount root), which vacuums in steps while it keeps serving: files read, written and
+    deleted all through the vacuum, and a snapshot read, keep exactly their content; the
+    file shrinks; fsck is clean after the unmount."""
+    archive = mounts.archive(chunk_size=65536, compression="none")
+    rng = random.Random(31)
+    kept: dict[str, bytes] = {}
+    with Archive.open(archive) as a:
+        for i in range(240):
+            data = rng.randbytes(rng.choice((30_000, 150_000, 300_000)))
+            a.write_file(f"/d{i % 6}/f{i}", data, parents=True)
+            if i % 2:
+                kept[f"/d{i % 6}/f{i}"] = data
+        a.create_snapshot("s")
+        a.sync()
+        for i in range(0, 240, 2):
+            a.remove(f"/d{i % 6}/f{i}")
+        a.delete_snapshot("s")
+        a.create_snapshot("s")  # holds the kept files only
+    size_before = os.path.getsize(archive)
+    mnt = mounts.mount(archive)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    counts = {"reads": 0, "writes": 0}
+    written: dict[str, bytes] = {}
+
+    def reader() -> None:
+        names = sorted(kept)
+        try:
+            while not stop.is_set():
+                for name in names[counts["reads"] % 7::9]:
+                    assert _read_uncached(mnt / name.lstrip("/")) == kept[name], name
+                    snap = mnt / ".snapshots" / "s" / name.lstrip("/")
+                    assert _read_uncached(snap) == kept[name], f"snapshot {name}"
+                counts["reads"] += 1
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    def writer() -> None:
+        wrng = random.Random(32)
+        try:
+            i = 0
+            while not stop.is_set():
+                name = f"new/{i % 20}"
+                data = wrng.randbytes(wrng.choice((4096, 100_000, 400_000)))
+                (mnt / "new").mkdir(exist_ok=True)
+                (mnt / name).write_bytes(data)
+                written[name] = data
+                assert _read_uncached(mnt / name) == data, name
+                if i % 5 == 4:
+                    (mnt / f"new/{(i - 2) % 20}").unlink(missing_ok=True)
+                    written.pop(f"new/{(i - 2) % 20}", None)
+                counts["writes"] += 1
+                i += 1
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader), threading.Thread(target=writer)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: counts["reads"] and counts["writes"], what="readers and writers")
+        before = dict(counts)
+        out = run_cli("vacuum", str(archive)).stdout
+        during = {k: counts[k] - before[k] for k in counts}
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    assert "through the mount" in out and "reclaimed" in out, out
+    assert during["reads"] > 0 and during["writes"] > 0, during
+    assert os.path.getsize(archive) < size_before * 0.7
+    again = run_cli("vacuum", str(archive)).stdout  # a second one: nothing much to do
+    assert "through the mount" in again
+    for name, data in kept.items():
+        assert _read_uncached(mnt / name.lstrip("/")) == data, name
+    for name, data in written.items():
+        assert _read_uncached(mnt / name) == data, name
+    busy_result = json.loads(os.getxattr(mnt, "cartfs.vacuum"))
+    assert busy_result["pages_after"] <= busy_result["pages_before"]
+    assert "cartfs.vacuum" not in os.listxattr(mnt)
+    mounts.unmount()
+    fsck_ok(archive)
+    with Archive.open(archive, readonly=True) as a:
+        assert {n: a.read_file(n) for n in kept} == kept
+        assert {n: a.read_file("/" + n) for n in written} == written
+        assert {n: a.snapshot("s").read_file(n) for n in kept} == kept
+
+
+def test_vacuum_of_a_read_only_mount_or_without_xattrs(mounts: Mounts) -> None:
+    archive = mounts.archive()
+    mnt = mounts.mount(archive, options=["ro"])
+    result = run_cli("vacuum", str(archive), check=False)
+    assert result.returncode != 0 and "read-only" in result.stderr, result
+    raises(errno.EROFS, os.setxattr, mnt, "cartfs.vacuum", b"1")
+    mounts.unmount()
+    mnt = mounts.mount(archive, options=["xattr=0"])
+    result = run_cli("vacuum", str(archive), check=False)
+    assert result.returncode != 0 and "unmount it first" in result.stderr, result
+    assert len(result.stderr.strip().splitlines()) <= 2 and "Traceback" not in result.stderr
+    mounts.unmount()
 
 
 @pytest.mark.skipif(shutil.which("setfattr") is None, reason="needs the attr tools")
