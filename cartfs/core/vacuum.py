@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 1. Commit, and sweep the snapshot dead list, so that every used page is reachable.
 2. Every run above the *boundary* (the number of pages in use, plus a little slack) is copied
-   to the lowest free place, with the allocator in first-fit-by-address mode; nodes that point
+   to the lowest free place, with the allocator in first-fit-by-address mode (for the whole
+   vacuum, so that what others write between its steps goes low too); nodes that point
    at moved things are rewritten too (relocate.py keeps births and sharing). The live catalog,
    every snapshot and the system tree are relocated, the snapshot records updated, and the old
    copies freed copy-on-write. Commit.
@@ -117,6 +118,9 @@ def vacuum(archive: Archive, progress: Progress | None = None, *,
         _running.add(archive)
     step = _Steps(archive, online)
     try:
+        # From here to the end every allocation — the vacuum's and anyone else's between
+        # its steps — takes the lowest free place: data written meanwhile fills holes low
+        # down instead of the free space at the top that the vacuum is about to cut off.
         before = step(lambda: _prepare(archive))
         moved = 0
         for _ in range(MAX_PASSES):
@@ -128,10 +132,12 @@ def vacuum(archive: Archive, progress: Progress | None = None, *,
         return VacuumResult(before, after, moved)
     finally:
         with archive._lock:
+            archive._alloc.prefer_low = False
             _running.discard(archive)
 
 
 def _prepare(archive: Archive) -> int:
+    archive._alloc.prefer_low = True
     archive._commit()
     snapshots._sweep_dead(archive)
     archive._commit()
@@ -162,22 +168,11 @@ def _one_pass(archive: Archive, step: _Steps, progress: Progress | None) -> int:
 
     moved = 0
     while True:
-        batch, more = step(lambda: _low(archive, lambda: _relocate_catalogs(
-            archive, boundary, born_before, tick)))
+        batch, more = step(lambda: _relocate_catalogs(archive, boundary, born_before, tick))
         moved += batch
         if not more:
             break
-    return moved + step(lambda: _low(archive, lambda: _relocate_system(
-        archive, boundary, tick)))
-
-
-def _low(archive: Archive, call: Callable[[], R]) -> R:
-    """``call`` with the allocator handing out the lowest free places."""
-    archive._alloc.prefer_low = True
-    try:
-        return call()
-    finally:
-        archive._alloc.prefer_low = False
+    return moved + step(lambda: _relocate_system(archive, boundary, tick))
 
 
 def _relocator(archive: Archive, boundary: int, tick: Callable[[int], None],
