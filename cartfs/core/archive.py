@@ -569,18 +569,22 @@ class Archive(PathHelpers):
             known = {}
             self._allocated = (self._mutations(), known)
         if ino not in known:
-            dirty = self._chunks.is_dirty(ino)
             total, stored = 0, set()
             for key, value in self._chunks.tree.items(*chunk_range(ino)):
                 ptr = decode_chunk_ptr(value)
                 total += ptr.npages * PAGE_SIZE if ptr.inline_data is None \
                     else len(ptr.inline_data)
-                if dirty:
-                    stored.add(chunk_no_of(key))
-            if dirty:
-                size, cs = self._ns.get(ino).size, self._sb.chunk_size
-                for chunk_no in set(self._chunks.chunk_numbers(ino)) - stored:
-                    total += -(-min(cs, max(size - chunk_no * cs, 0)) // PAGE_SIZE) * PAGE_SIZE
+                stored.add(chunk_no_of(key))
+            size, cs = self._ns.get(ino).size, self._sb.chunk_size
+            chunks = -(-size // cs)
+            if chunks - len(stored) <= 256:  # look each unstored chunk up (no dirty scan)
+                unstored: Sequence[int] = [c for c in range(chunks) if c not in stored]
+            else:  # mostly holes: scan the dirty chunks instead
+                unstored = [c for c in self._chunks.chunk_numbers(ino)
+                            if c not in stored] if self._chunks.is_dirty(ino) else []
+            for chunk_no in unstored:  # written since the last flush: count them whole
+                length = min(len(self._chunks.chunk_bytes(ino, chunk_no)), size - chunk_no * cs)
+                total += -(-max(length, 0) // PAGE_SIZE) * PAGE_SIZE
             known[ino] = total
         return known[ino]
 
