@@ -69,16 +69,3 @@ def reachable_starts(pager: Pager, clock: TxnClock, roots: list[TreeRef]) -> set
             starts.update(start for start, _, _ in runs_of(catalog_tree(pager, clock, root),
                                                            seen_nodes))
     return starts
-
-
-def exclusive_pages(pager: Pager, clock: TxnClock, root: TreeRef,
-                    others: list[TreeRef]) -> int:
-    """Pages reachable from ``root`` and from none of ``others``."""
-    shared = reachable_starts(pager, clock, others)
-    seen_nodes: set[int] = set()
-    total = 0
-    if not root.empty:
-        for start, n, _ in runs_of(catalog_tree(pager, clock, root), seen_nodes):
-            if start not in shared:
-                total += n
-    return total

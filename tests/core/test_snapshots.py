@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import pytest
 
 from cartfs.core.archive import Archive, OpenOptions
-from cartfs.core.btree import BTree
+from cartfs.core.btree import BTree, TxnClock
 from cartfs.core.catalog import ROOT_INO, Inode
 from cartfs.core.device import MemoryDevice
 from cartfs.core.errors import (
@@ -37,11 +37,12 @@ from cartfs.core.errors import (
     NotFound,
     ReadOnly,
 )
-from cartfs.core.format import PAGE_SIZE
+from cartfs.core.format import PAGE_SIZE, TreeRef
 from cartfs.core.fsck import fsck
 from cartfs.core.keys import KdfParams
 from cartfs.core.namespace import DirEntry
-from cartfs.core.reach import catalog_tree, exclusive_pages, runs_of
+from cartfs.core.pager import Pager
+from cartfs.core.reach import catalog_tree, reachable_starts, runs_of
 from cartfs.core.views import Change
 from cartfs.testing.workload import random_change
 
@@ -61,6 +62,21 @@ class ReadTree(Protocol):
 
 
 # ---- helpers shared with the other snapshot/vacuum/freeze tests ------------------------------
+
+
+
+def exclusive_pages(pager: Pager, clock: TxnClock, root: TreeRef,
+                    others: list[TreeRef]) -> int:
+    """Pages reachable from ``root`` and from none of ``others``: the per-snapshot walk,
+    kept here as the reference the one-pass count in list_snapshots must equal."""
+    shared = reachable_starts(pager, clock, others)
+    seen_nodes: set[int] = set()
+    total = 0
+    if not root.empty:
+        for start, n, _ in runs_of(catalog_tree(pager, clock, root), seen_nodes):
+            if start not in shared:
+                total += n
+    return total
 
 
 def full_state(tree: ReadTree) -> State:
