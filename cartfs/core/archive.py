@@ -258,7 +258,7 @@ class Archive(PathHelpers):
         self._commits = 0
         self._last_commit = time.monotonic()
         self._iam = IamStore(self)
-        self._allocated: tuple[int, dict[int, int]] = (-1, {})  # see allocated_bytes
+        self._allocated: dict[int, tuple[int, int, float]] = {}  # see allocated_bytes
 
     # ---- opening ----------------------------------------------------------------------------
 
@@ -562,31 +562,44 @@ class Archive(PathHelpers):
     def allocated_bytes(self, ino: int) -> int:
         """Bytes the data of ``ino`` takes in the archive (``st_blocks``, ``du``): the pages
         of its stored chunks (after compression), inline chunks at their stored size, chunks
-        not stored yet at their size; holes take nothing. One scan of the inode's chunk map,
-        remembered until the archive next changes."""
-        stamp, known = self._allocated
-        if stamp != self._mutations() or len(known) > 4096:
-            known = {}
-            self._allocated = (self._mutations(), known)
-        if ino not in known:
-            total, stored = 0, set()
-            for key, value in self._chunks.tree.items(*chunk_range(ino)):
-                ptr = decode_chunk_ptr(value)
-                total += ptr.npages * PAGE_SIZE if ptr.inline_data is None \
-                    else len(ptr.inline_data)
-                stored.add(chunk_no_of(key))
-            size, cs = self._ns.get(ino).size, self._sb.chunk_size
-            chunks = -(-size // cs)
-            if chunks - len(stored) <= 256:  # look each unstored chunk up (no dirty scan)
-                unstored: Sequence[int] = [c for c in range(chunks) if c not in stored]
-            else:  # mostly holes: scan the dirty chunks instead
-                unstored = [c for c in self._chunks.chunk_numbers(ino)
-                            if c not in stored] if self._chunks.is_dirty(ino) else []
-            for chunk_no in unstored:  # written since the last flush: count them whole
-                length = min(len(self._chunks.chunk_bytes(ino, chunk_no)), size - chunk_no * cs)
-                total += -(-max(length, 0) // PAGE_SIZE) * PAGE_SIZE
-            known[ino] = total
-        return known[ino]
+        not stored yet at their size; holes take nothing. Cheap by design: the first 4096
+        chunk records (256 MiB of 64 KiB chunks) are counted, a bigger file is extrapolated
+        from them; a figure is kept while nothing changes, and one that took over 1 ms to
+        count is recounted at most once per 100 times that (a big file being written shows
+        a figure up to ~1 s old)."""
+        now = time.monotonic()
+        stamp = self._mutations()
+        known = self._allocated.get(ino)
+        if known is not None and (known[1] == stamp or now < known[2]):
+            return known[0]
+        total = self._count_allocated(ino)
+        took = time.monotonic() - now
+        if len(self._allocated) >= 4096:
+            self._allocated.clear()
+        self._allocated[ino] = (total, stamp, now + 100 * took if took > 0.001 else now)
+        return total
+
+    def _count_allocated(self, ino: int) -> int:
+        size, cs = self._ns.get(ino).size, self._sb.chunk_size
+        total, stored = 0, set[int]()
+        for key, value in self._chunks.tree.items(*chunk_range(ino)):
+            chunk_no = chunk_no_of(key)
+            if len(stored) == 4096:  # extrapolate from the part counted (chunks < chunk_no)
+                return total * size // (chunk_no * cs)
+            ptr = decode_chunk_ptr(value)
+            total += ptr.npages * PAGE_SIZE if ptr.inline_data is None \
+                else len(ptr.inline_data)
+            stored.add(chunk_no)
+        chunks = -(-size // cs)
+        if chunks - len(stored) <= 256:  # look each unstored chunk up (no dirty scan)
+            unstored: Sequence[int] = [c for c in range(chunks) if c not in stored]
+        else:  # mostly holes: scan the dirty chunks instead
+            unstored = [c for c in self._chunks.chunk_numbers(ino)
+                        if c not in stored] if self._chunks.is_dirty(ino) else []
+        for chunk_no in unstored:  # written since the last flush: count them whole
+            length = min(len(self._chunks.chunk_bytes(ino, chunk_no)), size - chunk_no * cs)
+            total += -(-max(length, 0) // PAGE_SIZE) * PAGE_SIZE
+        return total
 
     @_writing
     def setattr(self, ino: int, *, mode: int | None = None, uid: int | None = None,
