@@ -226,7 +226,7 @@ class CartridgeVFS(apsw.VFS):
                 raise NotFound("no such database in the archive")
             if not entry.writable:
                 raise ReadOnly("no such database, and the archive is open read-only")
-            ino = entry.create(inner, parents=True)
+            ino = entry.create(inner, parents=False)
         elif inflags & apsw.SQLITE_OPEN_EXCLUSIVE and inflags & _CREATE:
             raise AlreadyExists("already exists")
         if entry.is_dir(ino):

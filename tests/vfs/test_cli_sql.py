@@ -22,6 +22,8 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 
 
 def test_statements_and_rows(archive: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with Archive.open(archive) as a:
+        a.make_dir("/db")
     code, out, err = run(capsys, str(archive), "/db/app.db",
                          "CREATE TABLE t(n, s); INSERT INTO t VALUES (1, 'one'), (2, NULL),"
                          " (3, x'00ff'); SELECT * FROM t ORDER BY n")
@@ -30,6 +32,16 @@ def test_statements_and_rows(archive: Path, capsys: pytest.CaptureFixture[str]) 
     code, out, _ = run(capsys, str(archive), "/db/app.db", "--header", "--readonly",
                        "SELECT n AS number FROM t WHERE n > 1")
     assert (code, out) == (0, "number\n2\n3\n")
+
+
+def test_a_database_in_a_missing_directory_is_not_created(
+        archive: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A typo in the directory fails as with sqlite3, leaving nothing behind."""
+    code, out, err = run(capsys, str(archive), "/nodir/new.db", "SELECT 1")
+    assert code == 1 and out == ""
+    assert err.startswith("cartfs: ") and "/nodir/new.db" in err, err
+    with Archive.open(archive, readonly=True) as a:
+        assert a.listdir("/") == []
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -99,6 +111,8 @@ def test_plain_paths_in_sql_mean_the_archive_given(
               "ATTACH '/data/other.db' AS o;\n"
               "CREATE TABLE o.u(y); INSERT INTO o.u VALUES (7);\n"
               "VACUUM INTO '/data/bak.db';\n")
+    with Archive.open(archive) as a:
+        a.make_dir("/data")
     code, _, err = shell(monkeypatch, capsys, archive, script, "/data/app.db")
     assert (code, err) == (0, "")
     code, out, err = run(capsys, str(archive), "/data/app.db",

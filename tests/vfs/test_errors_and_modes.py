@@ -67,17 +67,23 @@ def test_missing_database_without_create(archive: Path, conns: Connections) -> N
         assert a.listdir("/") == []
 
 
-def test_directories_are_made_and_a_directory_is_no_database(archive: Path,
-                                                             conns: Connections) -> None:
-    conns.connect(archive, "/new/dirs/x.db").execute("CREATE TABLE t(x)")
+def test_a_missing_directory_is_cant_open_and_a_directory_is_no_database(
+        archive: Path, conns: Connections) -> None:
+    """As stock SQLite: a database is created in an existing directory, never a directory
+    made for it (a typo in a path must not leave new directories behind)."""
+    with pytest.raises(apsw.CantOpenError, match="no such file or directory"):
+        conns.connect(archive, "/new/dirs/x.db")
     with pytest.raises(apsw.CantOpenError, match="no such database"):
         conns.connect(archive, "/other/y.db", create=False)
+    conns.close_all()
+    with Archive.open(archive) as a:
+        assert not a.exists("/new") and not a.exists("/other")
+        a.make_dir("/new/dirs", parents=True)
+    conns.connect(archive, "/new/dirs/x.db").execute("CREATE TABLE t(x)")
     with pytest.raises(apsw.CantOpenError, match="not a directory"):
         conns.connect(archive, "/new/dirs/x.db/z.db")
     conns.close_all()
     with Archive.open(archive) as a:
-        assert a.file_type("/new/dirs") == "dir"
-        assert not a.exists("/other")
         a.make_dir("/dir")
     with pytest.raises(apsw.CantOpenError, match="is a directory"):
         conns.connect(archive, "/dir")
