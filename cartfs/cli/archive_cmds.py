@@ -101,7 +101,10 @@ def describe(archive: Archive) -> dict[str, Any]:
     sb = archive.superblock
     alloc = archive.statistics().allocator
     counts = count_tree(archive)
-    used = alloc.used_pages * PAGE_SIZE
+    # In use = not free: the live tree, what only snapshots hold, the superblocks — the
+    # figure fsck proves page by page.
+    in_use = alloc.total_pages - alloc.free_pages - alloc.pending_pages
+    used = in_use * PAGE_SIZE
     file_size = os.stat(archive.path).st_size if archive.path else alloc.total_pages * PAGE_SIZE
     return {
         "path": archive.path,
@@ -118,7 +121,7 @@ def describe(archive: Archive) -> dict[str, Any]:
         "committed": _iso(sb.committed_ns),
         "file_bytes": file_size,
         "total_pages": alloc.total_pages,
-        "used_pages": alloc.used_pages,
+        "used_pages": in_use,
         "free_pages": alloc.free_pages + alloc.pending_pages,
         "snapshot_pages": alloc.dead_pages,
         "used_bytes": used,
@@ -146,14 +149,14 @@ def info_lines(d: dict[str, Any]) -> list[str]:
         f"compression:  {d['compression']}{level}, chunk size {human_size(d['chunk_size'])}",
         f"file size:    {human_size(d['file_bytes'])} ({d['total_pages']} pages of "
         f"{human_size(d['page_size'])})",
-        f"pages:        {d['used_pages']} used ({human_size(d['used_bytes'])}), "
-        f"{d['free_pages']} free" + (f", {d['snapshot_pages']} held by snapshots"
-                                     if d["snapshot_pages"] else ""),
+        f"pages:        {d['used_pages']} in use ({human_size(d['used_bytes'])}"
+        + (f", {d['snapshot_pages']} of them held only by snapshots"
+           if d["snapshot_pages"] else "") + f"), {d['free_pages']} free",
         f"contents:     {_count(d['files'], 'file')}, {_count(d['directories'], 'directory')}"
         f", {_count(d['symlinks'], 'symlink')}"
         + (f", {d['other']} other" if d["other"] else ""),
         f"data:         {human_size(d['logical_bytes'])} in files; compression ratio "
-        f"{ratio} (file bytes / used pages)",
+        f"{ratio} (file sizes, holes included, / pages in use)",
         f"snapshots:    {', '.join(d['snapshots']) if d['snapshots'] else 'none'}",
         f"transaction:  {d['txid']} (committed {d['committed']}; created {d['created']})",
     ]
@@ -197,7 +200,8 @@ def fsck_lines(report: FsckReport) -> list[str]:
         f"{report.free_pages} free); {report.node_pages} B-tree nodes, "
         f"{report.extents} extents read and checked",
         f"contents:  {report.inodes} inodes: {report.files} files, "
-        f"{report.directories} directories; {report.snapshots} snapshots",
+        f"{report.directories} directories, {report.other} other; "
+        f"{report.snapshots} snapshots",
     ]
     lines += [f"note:      {note}" for note in report.notes]
     lines += [f"PROBLEM:   {problem}" for problem in report.problems]

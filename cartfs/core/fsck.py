@@ -82,8 +82,9 @@ class FsckReport:
     node_pages: int = 0
     extents: int = 0
     inodes: int = 0
-    files: int = 0
+    files: int = 0  # regular files
     directories: int = 0
+    other: int = 0  # symlinks, FIFOs, sockets, devices
     snapshots: int = 0
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # worth knowing, not damage
@@ -318,7 +319,10 @@ class Checker:
                 self.report.directories += 1
                 expected = 2 + subdirs.get(ino, 0)
             else:
-                self.report.files += 1
+                if mode & 0o170000 == 0o100000:
+                    self.report.files += 1
+                else:
+                    self.report.other += 1  # symlinks, FIFOs, sockets, devices
                 expected = names.get(ino, 0)
             if ino in orphans and nlink == 0:
                 continue

@@ -14,6 +14,7 @@ import pytest
 
 from cartfs.cli.main import build_parser
 from cartfs.core.archive import Archive
+from cartfs.core.fsck import fsck
 
 from .conftest import Result, cartfs_cmd, cartfs_env, run_cartfs
 
@@ -82,8 +83,18 @@ def test_info(cli: Cli, archive: Path) -> None:
     assert details["files"] == 2
     assert details["logical_bytes"] == 6 + 2560
     assert details["manifest"]["author"] == "me"
-    assert details["used_pages"] + details["free_pages"] <= details["total_pages"]
+    assert details["used_pages"] + details["free_pages"] == details["total_pages"]
     assert details["txid"] >= 1
+    with Archive.open(archive) as a:  # pages only a snapshot holds are in use too
+        a.create_snapshot("s")
+        a.remove("/docs", recursive=True)
+    details = json.loads(cli("info", archive, "--json").out)
+    assert details["snapshot_pages"] > 0
+    with Archive.open(archive, readonly=True) as a:
+        report = fsck(a)
+    assert details["used_pages"] == report.reachable_pages  # info and fsck agree
+    assert (report.files, report.other) == (0, 1)  # /link is left, and is no file
+    assert "of them held only by snapshots" in cli("info", archive).out
 
 
 def test_ls(cli: Cli, archive: Path) -> None:
