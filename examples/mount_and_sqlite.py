@@ -27,7 +27,8 @@ def cartfs(*args: str) -> None:
 def main(workdir: Path) -> int:
     archive = workdir / "demo.cart"
     mountpoint = workdir / "mnt"
-    mountpoint.mkdir()
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    archive.unlink(missing_ok=True)  # the example starts afresh each time it runs
     Archive.create(archive, compression="zstd", title="mount + sqlite demo").close()
 
     cartfs("mount", str(archive), str(mountpoint))  # returns once the mount is ready

@@ -56,6 +56,7 @@ def reopen(archive: Path) -> None:
 def main() -> int:
     folder = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp())
     archive = folder / "shop.cart"
+    archive.unlink(missing_ok=True)  # the example starts afresh each time it runs
     create(archive)
     reopen(archive)
     return 0
