@@ -16,7 +16,9 @@ shell's message, no traceback); ``.exit N`` exits N. A plain absolute path in SQ
 from __future__ import annotations
 
 import argparse
+import io
 import sys
+from typing import TextIO
 
 import apsw
 import apsw.shell
@@ -87,6 +89,8 @@ def cmd_sql(args: argparse.Namespace) -> int:
         with default_archive(args.archive):
             if args.sql is None:
                 return _shell(conn)
+            if args.sql.lstrip().startswith("."):  # a dot-command, as sqlite3 DB ".tables"
+                return _shell(conn, io.StringIO(args.sql.strip() + "\n"))
             with quiet_broken_pipe():
                 try:
                     run_sql(conn, args.sql, header=args.header)
@@ -108,10 +112,12 @@ class _Shell(apsw.shell.Shell):
         super().handle_exception()  # type: ignore[no-untyped-call]  # apsw.shell is untyped
 
 
-def _shell(conn: apsw.Connection) -> int:
-    """The interactive shell; exit status as stock sqlite3's (see the module docstring)."""
-    shell = _Shell(db=conn, stdin=sys.stdin, stdout=sys.stdout, stderr=sys.stderr)
-    intro = "cartfs sql: SQLite inside the archive (.help, .quit)" if sys.stdin.isatty() else ""
+def _shell(conn: apsw.Connection, stdin: TextIO | None = None) -> int:
+    """The interactive shell (or a script on ``stdin``); exit status as stock sqlite3's
+    (see the module docstring)."""
+    stdin = stdin or sys.stdin
+    shell = _Shell(db=conn, stdin=stdin, stdout=sys.stdout, stderr=sys.stderr)
+    intro = "cartfs sql: SQLite inside the archive (.help, .quit)" if stdin.isatty() else ""
     try:
         shell.cmdloop(intro=intro)  # type: ignore[no-untyped-call]
     except SystemExit as exc:  # .exit / .quit

@@ -122,3 +122,14 @@ def test_plain_paths_in_sql_mean_the_archive_given(
     assert (code, out, err) == (0, "7\t42\n", "")
     with Archive.open(archive, readonly=True) as a:
         assert sorted(a.listdir("/data")) == ["app.db", "bak.db", "bak2.db", "other.db"]
+
+
+def test_a_dot_command_as_the_argument(archive: Path, capsys: pytest.CaptureFixture[str]
+                                       ) -> None:
+    """sqlite3 DB ".tables" works, so cartfs sql ARCHIVE DB ".tables" does."""
+    assert run(capsys, str(archive), "/app.db", "CREATE TABLE alpha(x); CREATE TABLE beta(y)"
+               )[0] == 0
+    code, out, _ = run(capsys, str(archive), "/app.db", ".tables")
+    assert code == 0 and out.split() == ["alpha", "beta"]
+    code, _, err = run(capsys, str(archive), "/app.db", ".nonsense")
+    assert code == 1 and "Unknown command" in err and "Traceback" not in err
