@@ -370,6 +370,9 @@ class Archive(PathHelpers):
                       options=options or OpenOptions(), path=path)
         if archive.writable:
             archive._reclaim_orphans()
+        log.info("opened %s %s: transaction %d, %d pages%s", path or "device",
+                 "for writing" if archive.writable else "read-only", sb.txid, sb.total_pages,
+                 ", encrypted" if sb.encrypted else "")
         return archive
 
     def _load_allocator(self, sb: Superblock) -> Allocator:
@@ -486,6 +489,8 @@ class Archive(PathHelpers):
             self._broken = exc
             raise
         self._alloc.release(txid)
+        log.debug("committed transaction %d (%d pages in the file)", txid,
+                  self._alloc.total_pages)
         self._clock.txid = TxnId(txid + 1)
         self._meta_dirty = False
         self._uncommitted = 0
