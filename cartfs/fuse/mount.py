@@ -18,18 +18,20 @@ The commit timer bounds what a crash (SIGKILL of the daemon) can lose to about o
 interval. Under the writeback cache most of that data is not in the daemon at all: the
 kernel keeps it as dirty pages of files still open for writing and sends it only when it
 likes (``vm.dirty_expire_centisecs``, 30 s by default). So once per interval, when some file
-is open for writing, the timer first has the kernel write back (:func:`.kernel.write_back`:
-``syncfs``, then laundering the pages of those files, in a worker thread while the loop
-serves the WRITE requests that causes — on the trio thread it would deadlock) and then
-commits. Files that are all closed hold no dirty pages (close() writes them back), so a mount
-without files open for writing never calls ``syncfs``: an idle mount costs nothing. Between
-those rounds the timer commits what the daemon holds (``Archive.commit_if_due``). The kernel
-gives no sign of page-cache writes (nor of stores through a shared mapping), so "open for
-writing" is the finest test there is; the cost is that such files' clean cached pages are
-dropped once per interval. Measured with commit=1 (the worst case; medians of 3, noise
-±15 %): 1 GiB written in 1 MiB blocks 2.6 → 2.1 s, 512 MiB in 4 KiB blocks 7.2 → 7.5 s,
-sqlite3 synchronous=OFF 1M rows in 20 transactions 1.25 → 1.24 s, WAL 20k transactions
-2.6 → 1.9 s: no cost above the noise.
+is open for writing, the timer first has the kernel write back and waits until the daemon
+holds all of it (:meth:`.CartOperations.kernel_write_back`: ``syncfs`` from a worker thread
+while the loop serves the WRITE requests that causes — on the trio thread it would
+deadlock — then a barrier request queued behind them; see :mod:`.kernel`), and commits.
+Files that are all closed hold no dirty pages (close() writes them back), so a mount without
+files open for writing never calls ``syncfs``: an idle mount costs nothing. Between those
+rounds the timer commits what the daemon holds (``Archive.commit_if_due``). The kernel gives
+no sign of page-cache writes (nor of stores through a shared mapping), so "open for writing"
+is the finest test there is. Measured against the same code without the write-back (medians
+of 3, two rounds, noise ±10 %): 1 GiB and 4 GiB written in 1 MiB blocks, sqlite3
+synchronous=OFF 1M rows in 20 transactions: no difference at commit=1 or 5; 512 MiB in 4 KiB
+blocks and WAL with 20k transactions: up to 5-10 % slower at commit=1. (Laundering the open
+files' pages instead, as :func:`.kernel.write_back` does, cost 25 % on 1 GiB at commit=1 and
+chased a 4 GiB ``dd`` for 21 s in one call.)
 
 Process model: the archive is opened in the calling process (so a missing, corrupt,
 encrypted or already-mounted archive is reported there as one line), then ``daemonize``
@@ -63,7 +65,7 @@ import trio
 from cartfs.core.archive import Archive
 from cartfs.core.errors import CartError
 
-from .kernel import syncfs, write_back
+from .kernel import syncfs
 from .operations import CartOperations
 from .options import MountSettings
 
@@ -209,12 +211,12 @@ class _Daemon:
     """State shared by the trio tasks of one mount."""
 
     def __init__(self, archive: Archive, mountpoint: str, settings: MountSettings,
-                 ready: Ready, writing: Callable[[], list[int]]) -> None:
+                 ready: Ready, ops: CartOperations) -> None:
         self.archive = archive
         self.mountpoint = mountpoint
         self.settings = settings
         self.ready = ready
-        self.writing = writing  # node ids of files open for writing (may hold dirty pages)
+        self.ops = ops
         self.detach = False  # True: we stopped the loop ourselves; close() must unmount
 
     async def run(self) -> None:
@@ -233,13 +235,12 @@ class _Daemon:
         while True:
             await trio.sleep(period)
             try:
-                nodes = self.writing()
-                if nodes and trio.current_time() - written_back >= interval:
+                if self.ops.handles.writing_nodes() \
+                        and trio.current_time() - written_back >= interval:
                     written_back = trio.current_time()
-                    # abandon_on_cancel: if the loop stops serving (a lazy detach), the
-                    # kernel answers the pending write-back only once the session closes
-                    await trio.to_thread.run_sync(write_back, self.mountpoint, nodes,
-                                                  abandon_on_cancel=True)
+                    await self.ops.kernel_write_back()
+                    log.debug("kernel write-back took %.3f s",
+                              trio.current_time() - written_back)
                     await trio.to_thread.run_sync(self.archive.sync)
                 else:
                     await trio.to_thread.run_sync(self.archive.commit_if_due)
@@ -294,7 +295,7 @@ def serve(archive: Archive, mountpoint: str, settings: MountSettings, ready: Rea
         except RuntimeError as exc:
             raise MountError(f"{mountpoint}: cannot mount: {exc} "
                              "(is /dev/fuse usable and fusermount3 installed?)") from None
-        daemon = _Daemon(archive, mountpoint, settings, ready, ops.handles.writing_nodes)
+        daemon = _Daemon(archive, mountpoint, settings, ready, ops)
         try:
             trio.run(daemon.run)
         finally:

@@ -50,6 +50,7 @@ import functools
 import logging
 import os
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
@@ -69,6 +70,7 @@ from cartfs.core.errors import (
 from .access import CREATE, DELETE, LIST, READ, SNAPSHOT, WRITE, access_for, open_actions
 from .handles import Handle, HandleTable
 from .inodes import LIVE_TREE, SNAPDIR_NODE, SNAPDIR_TREE, InodeMap, ReadTree
+from .kernel import syncfs_then_barrier, write_back
 from .options import MountSettings
 from .snapdir import CONTROLS, COOKIE, SNAPSHOT_TIMEOUT, Controls, SnapshotDir
 
@@ -84,6 +86,7 @@ PROBED_XATTRS = (b"system.", b"security.")  # ACL/label probes of ls -l: metadat
 THREAD_MIN = 128 * 1024  # smaller reads/writes run on the trio thread (measured)
 ADMIN = "cartfs:Admin"  # archive-wide controls (vacuum) under -o principal=
 BLOCK_SIZE = 64 * 1024  # st_blksize: the chunk size, so tools read and write in chunk units
+BARRIER_TIMEOUT = 60.0  # longest wait for the kernel's write-back to reach us
 
 __all__ = ["CartOperations", "ReadTree"]
 
@@ -109,6 +112,20 @@ def _boundary(method: Callable[P, Coroutine[Any, Any, R]]
     return wrapper
 
 
+@dataclass
+class _Barrier:
+    """One wait for the kernel's write-back (:func:`.kernel.syncfs_then_barrier`): the
+    daemon's own OPENDIR of the root is recognised by the thread id, its RELEASEDIR ends it."""
+
+    done: trio.Event = field(default_factory=trio.Event)
+    tid: int | None = None  # thread that opens the root directory
+    fh: int | None = None  # the handle that OPENDIR got
+    writes: int = 0  # WRITE requests started when the RELEASEDIR came
+
+    def mark(self, tid: int) -> None:
+        self.tid = tid
+
+
 class CartOperations(pyfuse3.Operations):
     """pyfuse3 request handlers over one open :class:`Archive`."""
 
@@ -126,6 +143,10 @@ class CartOperations(pyfuse3.Operations):
         self.inodes.add_tree(SNAPDIR_TREE, self.snapdir)
         self.controls = Controls(archive)  # setxattr MOUNT cartfs.vacuum (snapdir.py)
         self.iam = access_for(archive, settings.principal)
+        self.mountpoint = mountpoint
+        self._barrier: _Barrier | None = None
+        self._writes_started = 0
+        self._writes_running: set[int] = set()  # numbers of WRITEs being handled
         self._codec = settings.compression \
             if settings.compression not in (None, archive.compression) else None
         # Under the writeback cache the kernel owns mtime/ctime and sends its own with a
@@ -399,7 +420,13 @@ class CartOperations(pyfuse3.Operations):
         handle = self.handles.get(fh)
         if handle.tree_id != LIVE_TREE:
             raise ReadOnly("snapshots are read-only")
-        return await self._io(self._write, handle.ino, off, buf, nbytes=len(buf))
+        self._writes_started += 1
+        number = self._writes_started
+        self._writes_running.add(number)  # -o threads=1: a write may outlast later requests
+        try:
+            return await self._io(self._write, handle.ino, off, buf, nbytes=len(buf))
+        finally:
+            self._writes_running.discard(number)
 
     async def flush(self, fh: int) -> None:
         """close() needs nothing from the daemon: the kernel writes a file's dirty pages
@@ -422,6 +449,10 @@ class CartOperations(pyfuse3.Operations):
 
     @_boundary
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        barrier = self._barrier
+        if barrier is not None and ctx.pid == barrier.tid and inode == ROOT_INO:
+            barrier.fh = self.handles.add(Handle(inode, LIVE_TREE, ROOT_INO, is_dir=True))
+            return barrier.fh  # the daemon itself (kernel_write_back): no IAM check
         tree_id, tree, ino = self._tree(inode)
         if not tree.getattr(ino).is_dir:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
@@ -497,6 +528,10 @@ class CartOperations(pyfuse3.Operations):
     @_boundary
     async def releasedir(self, fh: int) -> None:
         self.handles.pop(fh)
+        barrier = self._barrier
+        if barrier is not None and fh == barrier.fh:
+            barrier.writes = self._writes_started
+            barrier.done.set()
 
     @_boundary
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
@@ -571,6 +606,33 @@ class CartOperations(pyfuse3.Operations):
         self.archive.removexattr(ino, name)
 
     # ---- lifecycle ----------------------------------------------------------------------
+
+    async def kernel_write_back(self) -> None:
+        """Have the kernel send the pages it holds dirty for files open for writing, and
+        return once this daemon holds them all (for the commit timer; see :mod:`.kernel`):
+        ``syncfs`` and a barrier request behind it; if the barrier cannot be used, the
+        files' pages are laundered instead. Nothing to do when no file is open for writing
+        (close() writes a file's pages back itself)."""
+        nodes = self.handles.writing_nodes()
+        if not nodes or self.mountpoint is None:
+            return
+        barrier = self._barrier = _Barrier()
+        try:
+            with trio.move_on_after(BARRIER_TIMEOUT):
+                # abandon_on_cancel: a loop that stops serving must not wait for the thread
+                if not await trio.to_thread.run_sync(syncfs_then_barrier, self.mountpoint,
+                                                     barrier.mark, abandon_on_cancel=True):
+                    await trio.to_thread.run_sync(write_back, self.mountpoint, nodes,
+                                                  abandon_on_cancel=True)
+                    return
+                await barrier.done.wait()
+                while self._writes_running and min(self._writes_running) <= barrier.writes:
+                    await trio.sleep(0.001)
+                return
+            log.warning("the kernel's write-back did not arrive within %g s",
+                        BARRIER_TIMEOUT)
+        finally:
+            self._barrier = None
 
     def release_all(self) -> None:
         """At unmount: drop every handle and kernel reference, so files unlinked while

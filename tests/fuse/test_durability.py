@@ -135,12 +135,13 @@ def test_signals_and_fusermount_commit(mounts: Mounts) -> None:
             assert a.read_file(f"/{stopper}.bin") == payload, stopper
 
 
-def test_sigkill_keeps_data_of_a_file_still_open(mounts: Mounts) -> None:
+@pytest.mark.parametrize("options", ["commit=1", "commit=1,threads=1,xattr=0"])
+def test_sigkill_keeps_data_of_a_file_still_open(mounts: Mounts, options: str) -> None:
     """Data written to a file that stays open sits in the kernel's page cache (writeback
     cache), not in the daemon; the commit timer must have the kernel hand it over, so a
     SIGKILL loses about one commit interval, not the kernel's 30 s dirty-page expiry."""
     archive = mounts.archive()
-    daemon = mounts.mount_foreground(archive, options=["commit=1"])
+    daemon = mounts.mount_foreground(archive, options=[options])
     mnt = mounts.mountpoints[-1]
     payload = os.urandom(300_000)
     fd = os.open(mnt / "open.log", os.O_WRONLY | os.O_CREAT, 0o644)
@@ -158,6 +159,7 @@ def test_sigkill_keeps_data_of_a_file_still_open(mounts: Mounts) -> None:
     with Archive.open(archive) as a:
         assert a.read_file("/closed.txt") == b"closed"
         assert a.read_file("/open.log") == payload
+    assert "write-back" not in mounts.log_text()  # the barrier worked: no fallback, no timeout
 
 
 def test_refused_times_change_nothing_and_commits_go_on(mounts: Mounts) -> None:

@@ -107,3 +107,25 @@ def test_largest_file_size_agrees_with_the_kernel(mounts: Mounts) -> None:
     mnt = mounts.mount(archive)
     check()
     mounts.unmount()
+
+
+def test_st_blocks_of_a_file_with_many_chunks(mounts: Mounts) -> None:
+    """Past 4096 chunk records st_blocks is extrapolated from the first ones (a big file is
+    not walked on every getattr): still about the size for a dense file, a fraction for a
+    half-sparse one. 4 KiB chunks make that 16 MiB here."""
+    archive = mounts.archive(chunk_size=4096, compression="none")
+    mnt = mounts.mount(archive)
+    dense, half = mnt / "dense", mnt / "half"
+    dense.write_bytes(os.urandom(24 * MiB))
+    with open(half, "wb") as fh:
+        block = os.urandom(4096)
+        for i in range(12 * 1024):  # every other 4 KiB block: 96 MiB, half of it holes
+            fh.seek(2 * i * 4096)
+            fh.write(block)
+    mounts.unmount()
+    mnt = mounts.mount(archive)
+    used = dense.stat().st_blocks * 512
+    assert 24 * MiB <= used <= 24 * MiB * 1.1, used
+    used = half.stat().st_blocks * 512
+    assert 0.45 * half.stat().st_size <= used <= 0.55 * half.stat().st_size, used
+    mounts.unmount()
