@@ -43,9 +43,9 @@ from cartfs.cli.common import (
     read_passphrase,
 )
 from cartfs.cli.snapshot_cmds import find_archive_mount
-from cartfs.core.alloc import GROUP_PAGES
 from cartfs.core.archive import (
     Archive,
+    VacuumResult,
     keygen,
     load_private_key,
     load_public_key,
@@ -224,7 +224,7 @@ def _report_vacuum(before: int, after: int, moved: int | None, how: str = "") ->
     print(f"vacuum: {human_size(before)} -> {human_size(after)}, reclaimed "
           f"{human_size(max(before - after, 0))} ({pages} pages moved){how}")
     if after >= before:
-        print(f"note: nothing to gain: vacuum leaves {human_size(GROUP_PAGES * PAGE_SIZE)} "
+        print(f"note: nothing to gain: vacuum leaves {human_size(VacuumResult.slack_bytes)} "
               "of free space in the file for growth, and the file ends in live pages")
 
 

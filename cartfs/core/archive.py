@@ -89,7 +89,7 @@ from .namespace import MAX_FILE_SIZE, DirEntry, Namespace
 from .pager import Pager, PagerStatistics
 from .paths import PathHelpers
 from .snapshots import SnapshotInfo
-from .vacuum import VacuumResult
+from .vacuum import VacuumResult as VacuumResult  # noqa: PLC0414
 from .vacuum import vacuum as vacuum_archive
 from .views import Change, SnapshotView, diff_trees
 from .xattrs import XattrStore

@@ -61,6 +61,9 @@ class VacuumResult:
     def bytes_reclaimed(self) -> int:
         return (self.pages_before - self.pages_after) * PAGE_SIZE
 
+    slack_bytes = GROUP_PAGES * PAGE_SIZE
+    """Free space a vacuum leaves at the end of the file for growth."""
+
 
 MAX_PASSES = 4
 BATCH_PAGES = 8192
