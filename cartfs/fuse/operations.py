@@ -137,14 +137,14 @@ class CartOperations(pyfuse3.Operations):
         self.enable_writeback_cache = settings.writeback and archive.writable
         self.inodes: InodeMap[ReadTree] = InodeMap(archive, archive.pin, archive.unpin)
         self.handles = HandleTable()
-        self.snapdir = SnapshotDir(archive, self.inodes, mountpoint,
-                                   self.handles.writing_nodes,
+        self.snapdir = SnapshotDir(archive, self.inodes, mountpoint, self.kernel_write_back,
                                    visible=settings.snapdir_visible)
         self.inodes.add_tree(SNAPDIR_TREE, self.snapdir)
         self.controls = Controls(archive)  # setxattr MOUNT cartfs.vacuum (snapdir.py)
         self.iam = access_for(archive, settings.principal)
         self.mountpoint = mountpoint
         self._barrier: _Barrier | None = None
+        self._write_back_lock = trio.Lock()  # the commit timer and snapshot mkdir share it
         self._writes_started = 0
         self._writes_running: set[int] = set()  # numbers of WRITEs being handled
         self._codec = settings.compression \
@@ -613,6 +613,10 @@ class CartOperations(pyfuse3.Operations):
         ``syncfs`` and a barrier request behind it; if the barrier cannot be used, the
         files' pages are laundered instead. Nothing to do when no file is open for writing
         (close() writes a file's pages back itself)."""
+        async with self._write_back_lock:  # one barrier at a time
+            await self._kernel_write_back()
+
+    async def _kernel_write_back(self) -> None:
         nodes = self.handles.writing_nodes()
         if not nodes or self.mountpoint is None:
             return

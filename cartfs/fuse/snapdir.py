@@ -21,12 +21,13 @@ entries and attributes for long (``SNAPSHOT_TIMEOUT``) and keep their pages.
 ``mkdir .snapshots/NAME`` takes a snapshot. With the writeback cache, data that
 applications have written may still be dirty in the kernel and not yet sent to us; the
 handler therefore first has the kernel write back, from a worker thread while the trio loop
-goes on serving the WRITE requests that causes (:func:`.kernel.write_back`: ``syncfs``, then
-waiting on the pages of every file open for writing, since syncfs alone does not wait for a
-FUSE daemon), and only then commits and pins. Captured: everything whose ``write(2)``,
+goes on serving the WRITE requests that causes (:meth:`.CartOperations.kernel_write_back`,
+as the commit timer does: ``syncfs``, then a barrier request the kernel queues behind the
+written-back pages, since syncfs alone does not wait for a FUSE daemon), and only then
+commits and pins. Captured: everything whose ``write(2)``,
 ``truncate`` or metadata call returned before the ``mkdir`` began, and pages dirtied through
 shared mappings before it. Writes racing with the ``mkdir`` may or may not be in it. Cost:
-the kernel's cached pages of files open for writing are dropped (read again on demand).
+one syncfs; the kernel keeps its cached pages.
 
 Facts about a snapshot are extended attributes of ``.snapshots/NAME``, for ``cartfs snapshot
 list`` on a mounted archive and for ``getfattr -n cartfs.held``: ``cartfs.id``,
@@ -50,7 +51,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -67,7 +68,7 @@ from cartfs.core.errors import (
 from cartfs.core.namespace import DirEntry
 
 from .inodes import SNAPDIR_NODE, InodeMap, ReadTree
-from .kernel import forget_in_kernel, write_back
+from .kernel import forget_in_kernel
 
 log = logging.getLogger("cartfs.fuse")
 
@@ -174,11 +175,11 @@ class SnapshotDir:
     for inode ``ROOT_INO`` of the pseudo tree) and the snapshots below it."""
 
     def __init__(self, archive: Archive, inodes: InodeMap[ReadTree],
-                 mountpoint: str | None, writing: Callable[[], list[int]], *,
+                 mountpoint: str | None, write_back: Callable[[], Awaitable[None]], *,
                  visible: bool) -> None:
         self.archive = archive
         self.inodes = inodes
-        self.writing = writing  # node ids of files open for writing (may hold dirty pages)
+        self.write_back = write_back  # have the kernel send what it holds dirty, and wait
         self.mountpoint = mountpoint
         self.visible = visible
         self._changed_ns: int | None = None  # mtime/ctime: the last mkdir/rmdir
@@ -285,7 +286,7 @@ class SnapshotDir:
         if text in RESERVED_NAMES:
             raise InvalidArgument(f"{text!r} is reserved (it means the live tree)")
         if self.mountpoint is not None and self.archive.writable:
-            await trio.to_thread.run_sync(write_back, self.mountpoint, self.writing())
+            await self.write_back()
         await trio.to_thread.run_sync(self.archive.create_snapshot, text)
         self._changed_ns = time.time_ns()
         return self.open(name)

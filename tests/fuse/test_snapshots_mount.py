@@ -407,13 +407,15 @@ def test_vacuum_of_a_mounted_archive(mounts: Mounts) -> None:
 
     def reader() -> None:
         names = sorted(kept)
+        rounds = 0
         try:
             while not stop.is_set():
-                for name in names[counts["reads"] % 7::9]:
+                for name in names[rounds % 7::9]:
                     assert _read_uncached(mnt / name.lstrip("/")) == kept[name], name
+                    counts["reads"] += 1  # per file, so a quick vacuum still sees some
                     snap = mnt / ".snapshots" / "s" / name.lstrip("/")
                     assert _read_uncached(snap) == kept[name], f"snapshot {name}"
-                counts["reads"] += 1
+                rounds += 1
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
@@ -451,9 +453,11 @@ def test_vacuum_of_a_mounted_archive(mounts: Mounts) -> None:
     assert not errors, errors
     assert "through the mount" in out and "reclaimed" in out, out
     assert during["reads"] > 0 and during["writes"] > 0, during
-    assert os.path.getsize(archive) < size_before * 0.7
-    again = run_cli("vacuum", str(archive)).stdout  # a second one: nothing much to do
+    assert os.path.getsize(archive) < size_before  # how far depends on the writer's pace
+    again = run_cli("vacuum", str(archive)).stdout  # the writer has stopped: pack it all
     assert "through the mount" in again
+    live = sum(map(len, kept.values())) + sum(map(len, written.values()))
+    assert os.path.getsize(archive) <= live * 1.05 + (4 << 20), (live, size_before)
     for name, data in kept.items():
         assert _read_uncached(mnt / name.lstrip("/")) == data, name
     for name, data in written.items():
