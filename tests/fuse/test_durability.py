@@ -31,6 +31,14 @@ def _tree_digest(root: Path) -> dict[str, str]:
     return out
 
 
+def crash(daemon: subprocess.Popen[bytes], mnt: Path, archive: Path) -> None:
+    """SIGKILL the mount daemon, clear its dead mount, and prove the archive is whole."""
+    daemon.send_signal(signal.SIGKILL)
+    daemon.wait()
+    force_unmount(mnt)
+    fsck_ok(archive)
+
+
 def test_remount_identical(mounts: Mounts) -> None:
     archive = mounts.archive()
     mnt = mounts.mount(archive)
@@ -55,10 +63,7 @@ def test_fsync_is_durable_before_sigkill(mounts: Mounts) -> None:
     os.fsync(fd)
     os.close(fd)
     (mnt / "unsynced.txt").write_text("may be lost")
-    daemon.send_signal(signal.SIGKILL)
-    daemon.wait()
-    force_unmount(mnt)
-    fsck_ok(archive)
+    crash(daemon, mnt, archive)
     with Archive.open(archive) as a:
         assert a.read_file("/synced.txt") == b"made durable by fsync"
 
@@ -69,10 +74,7 @@ def test_commit_interval_bounds_loss(mounts: Mounts) -> None:
     mnt = mounts.mountpoints[-1]
     (mnt / "a.txt").write_text("committed by the timer")
     time.sleep(2.0)  # several commit intervals
-    daemon.send_signal(signal.SIGKILL)
-    daemon.wait()
-    force_unmount(mnt)
-    fsck_ok(archive)
+    crash(daemon, mnt, archive)
     with Archive.open(archive) as a:
         assert a.read_file("/a.txt") == b"committed by the timer"
 
@@ -186,10 +188,7 @@ def test_refused_times_change_nothing_and_commits_go_on(mounts: Mounts) -> None:
     assert abs(st.st_mtime_ns - time.time_ns()) < 60 * 10**9, st
     (mnt / "after.txt").write_text("written after")
     time.sleep(3.0)  # commit=1: the timer commits both (the refusal blocks nothing)
-    daemon.send_signal(signal.SIGKILL)
-    daemon.wait()
-    force_unmount(mnt)
-    fsck_ok(archive)
+    crash(daemon, mnt, archive)
     with Archive.open(archive) as a:
         assert a.read_file("/before.txt") == b"written before"
         assert a.read_file("/after.txt") == b"written after"
@@ -225,10 +224,7 @@ def test_fsyncdir_is_durable_before_sigkill(mounts: Mounts) -> None:
         finally:
             os.close(fd)
     (spool / "after-the-fsync").touch()  # may be lost
-    daemon.send_signal(signal.SIGKILL)
-    daemon.wait()
-    force_unmount(mnt)
-    fsck_ok(archive)
+    crash(daemon, mnt, archive)
     mnt = mounts.mount(archive)
     names = set(os.listdir(mnt / "spool"))
     assert {"empty-entry", "msg"} <= names and "msg.tmp" not in names, names

@@ -54,6 +54,16 @@ INSERT = "INSERT INTO t(txn, ver, pad) VALUES (?, 0, zeroblob(3000))"
 HALF = 40
 
 
+def reap(proc: subprocess.Popen[str]) -> None:
+    """Kill the child if it still runs, wait for it, and close its pipes."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=30)
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
 def first_half(conn: Any, txn: int) -> None:
     """New rows, then an update spread over every page written so far."""
     for _ in range(HALF):
@@ -102,12 +112,7 @@ def kill_writer(archive: Path, mode: str, when: str, target: int) -> int:
             err = proc.stderr.read() if proc.stderr else ""
             raise AssertionError(f"writer exited early: {err}")
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        reap(proc)
     assert proc.returncode == -signal.SIGKILL
     return last
 
@@ -191,11 +196,7 @@ def kill_writer_after(archive: Path, mode: str, delay: float, target: int) -> in
                 proc.send_signal(signal.SIGKILL)
                 break
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        reap(proc)
     return last
 
 
@@ -236,12 +237,7 @@ def test_killed_during_vacuum_leaves_no_temp_file(archive: Path, conns: Connecti
         assert line == "copying\n", proc.stderr.read() if proc.stderr else ""
         proc.send_signal(signal.SIGKILL)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        reap(proc)
     with Archive.open(archive, readonly=True) as a:
         report = fsck(a)
     assert report.ok and report.files == 2  # the database and the orphaned copy
