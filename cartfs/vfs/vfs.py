@@ -21,8 +21,10 @@ Opening maps SQLite's open flags to archive files:
   open if the process dies first; never synced. A temp file has no name to tell its archive,
   so it goes to the archive of the main database this thread locked last — the database
   whose statement needs it. When that archive is not open writable (frozen, or only
-  read-only connections), or the thread locked none, the temp file is held in memory
-  (never on the host disk: it may hold plaintext rows of an encrypted archive).
+  read-only connections), or the thread locked none, or it is a plain archive while an
+  encrypted one is open (the guess may be wrong: an attached plain database locked after an
+  encrypted main one), the temp file is held in memory (never on the host disk: it may hold
+  plaintext rows of an encrypted archive).
 
 Every method translates errors at one boundary (:mod:`cartfs.vfs.errors`).
 """
@@ -162,15 +164,26 @@ class CartridgeVFS(apsw.VFS):
     def _open_temp(self, flags: list[int]) -> FileHandle:
         """A temp file without a name: a nameless file in the archive of the database this
         thread locked last (the statement or VACUUM that needs it), or memory when that
-        archive is not open writable (see the module docstring)."""
+        archive is not open writable or could leak an encrypted archive's rows (see the
+        module docstring and _might_leak)."""
         entry = current_entry()
-        if entry is None or not entry.writable or not self.registry.retain_open(entry):
+        if entry is None or not entry.writable or self._might_leak(entry) \
+                or not self.registry.retain_open(entry):
             return self._open_memory(flags, "temp file")
         try:
             return self._open_unlinked(entry, flags, f"{entry.path}:(temp file)")
         except BaseException:
             self.registry.release(entry)
             raise
+
+    def _might_leak(self, entry: ArchiveEntry) -> bool:
+        """A temp file holds plain rows of whatever the statement reads; "the archive locked
+        last" may be a plain one attached to a connection whose main database is encrypted.
+        So a plain archive takes temp files only while no encrypted archive is open."""
+        if entry.archive.superblock.encrypted:
+            return False
+        return any(other.archive.superblock.encrypted
+                   for other in self.registry.open_entries() if other is not entry)
 
     @staticmethod
     def _open_memory(flags: list[int], label: str) -> FileHandle:

@@ -15,6 +15,7 @@ import cartfs.vfs
 import cartfs.vfs.vfs
 from cartfs.core.archive import Archive, OpenOptions
 from cartfs.core.fsck import fsck
+from cartfs.core.keys import KdfParams
 from cartfs.vfs.nodes import MemoryNode
 from cartfs.vfs.registry import REGISTRY
 
@@ -367,3 +368,38 @@ def test_wal_shared_memory_comes_from_unix_not_the_default_vfs(archive: Path,
         probe.unregister()
     assert apsw.vfs_names()[0] == "unix"
     assert seen == []
+
+
+def test_temp_files_never_carry_rows_into_a_plain_archive_while_an_encrypted_one_is_open(
+        tmp_path: Path, conns: Connections, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which archive a temp file goes to is a guess ("locked last"): with an encrypted
+    archive open, a plain one takes no temp files (they could hold the encrypted one's rows
+    in plain text); the encrypted one still takes its own."""
+    in_memory: list[object] = []
+
+    class CountedMemoryNode(MemoryNode):
+        def __init__(self) -> None:
+            super().__init__()
+            in_memory.append(self)
+
+    monkeypatch.setattr(cartfs.vfs.vfs, "MemoryNode", CountedMemoryNode)
+    secret = tmp_path / "secret.cart"
+    Archive.create(secret, passphrase="pw", kdf=KdfParams.cheap()).close()
+    plain = tmp_path / "plain.cart"
+    Archive.create(plain).close()
+    enc = conns.connect(secret, "/s.db", passphrase="pw")
+    pub = conns.connect(plain, "/p.db")
+    for conn in (enc, pub):
+        conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, pad BLOB)")
+        with conn:
+            conn.executemany("INSERT INTO t VALUES (?, randomblob(4000))",
+                             ((i,) for i in range(1500)))
+        conn.execute("PRAGMA cache_size=-500")  # VACUUM's copy spills to a temp file
+    pub.execute("VACUUM")
+    assert in_memory, "the plain archive took a temp file while an encrypted one is open"
+    in_memory.clear()
+    enc.execute("VACUUM")
+    assert in_memory == []  # the encrypted archive's own temp files stay in it
+    enc.close()
+    pub.execute("VACUUM")  # no encrypted archive open any more: the plain one takes them
+    assert in_memory == []
