@@ -72,7 +72,7 @@ from .handles import Handle, HandleTable
 from .inodes import LIVE_TREE, SNAPDIR_NODE, SNAPDIR_TREE, InodeMap, ReadTree
 from .kernel import syncfs_then_barrier, write_back
 from .options import MountSettings
-from .snapdir import CONTROLS, COOKIE, SNAPSHOT_TIMEOUT, Controls, SnapshotDir
+from .snapdir import CONTROLS, COOKIE, HELD_FACT, SNAPSHOT_TIMEOUT, Controls, SnapshotDir
 
 log = logging.getLogger("cartfs.fuse")
 
@@ -589,6 +589,8 @@ class CartOperations(pyfuse3.Operations):
         _, tree, ino = self._tree(inode)
         if not name.startswith(PROBED_XATTRS):
             self.iam.check(READ, inode)
+        if name == HELD_FACT:  # walks every tree: off the trio thread, the mount serves on
+            return await trio.to_thread.run_sync(tree.getxattr, ino, name)
         return tree.getxattr(ino, name)
 
     @_boundary

@@ -129,7 +129,8 @@ class Controls:
         return json.dumps(self.last_vacuum).encode()
 
 
-FACTS = (b"cartfs.id", b"cartfs.txid", b"cartfs.created", b"cartfs.held")
+HELD_FACT = b"cartfs.held"  # bytes only this snapshot holds: a walk of every tree
+FACTS = (b"cartfs.id", b"cartfs.txid", b"cartfs.created", HELD_FACT)
 """Extended attributes of ``.snapshots/NAME`` (its root) that describe the snapshot."""
 
 
