@@ -614,7 +614,10 @@ class CartOperations(pyfuse3.Operations):
         return once this daemon holds them all (for the commit timer; see :mod:`.kernel`):
         ``syncfs`` and a barrier request behind it; if the barrier cannot be used, the
         files' pages are laundered instead. Nothing to do when no file is open for writing
-        (close() writes a file's pages back itself)."""
+        (close() writes a file's pages back itself). Not airtight: pages the kernel holds
+        back for an inode while a setattr (truncate) on it is in flight may arrive after the
+        barrier — then they land in the next commit, a slightly wider loss window on a
+        crash, never a torn state."""
         async with self._write_back_lock:  # one barrier at a time
             await self._kernel_write_back()
 
