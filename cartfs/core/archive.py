@@ -127,16 +127,7 @@ def _writing(method: Callable[Concatenate[Archive, P], R]) -> Callable[Concatena
     count their changes, so "before anything changed" is a fact, not an assumption."""
     @functools.wraps(method)
     def wrapper(self: Archive, *args: P.args, **kwargs: P.kwargs) -> R:
-        with self._lock:
-            if self._closed:
-                raise ArchiveClosed("archive is closed")
-            self._check_writable()
-            before = self._mutations()
-            try:
-                return method(self, *args, **kwargs)
-            except BaseException as exc:
-                self._fail_if_changed(exc, before)
-                raise
+        return self._run_writing(functools.partial(method, self, *args, **kwargs))
     return cast("Callable[Concatenate[Archive, P], R]", wrapper)
 
 
@@ -438,6 +429,20 @@ class Archive(PathHelpers):
             self._commit()
             return True
         return False
+
+    def _run_writing(self, call: Callable[[], R]) -> R:
+        """Run a change under the lock on an open, writable archive (see ``_writing``):
+        the one place that decides whether a failed change leaves the archive unusable."""
+        with self._lock:
+            if self._closed:
+                raise ArchiveClosed("archive is closed")
+            self._check_writable()
+            before = self._mutations()
+            try:
+                return call()
+            except BaseException as exc:
+                self._fail_if_changed(exc, before)
+                raise
 
     def _mutations(self) -> int:
         return (self._catalog.version + self._system.version + self._chunks.version

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, TypeVar
 from . import snapshots
 from .alloc import GROUP_PAGES
 from .btree import TREE_CATALOG, TREE_SYSTEM
-from .errors import ArchiveBusy, ArchiveClosed
+from .errors import ArchiveBusy
 from .format import PAGE_SIZE
 from .reach import catalog_tree, runs_of
 from .relocate import Relocator
@@ -86,18 +86,8 @@ class _Steps:
         """One step, as Archive's ``_writing`` calls run: under the lock, on an open and
         writable archive; a step that dies after changing something leaves the archive
         refusing to commit (its last commit stays intact on disk)."""
-        archive = self.archive
         started = time.monotonic()
-        with archive._lock:
-            if archive.closed:
-                raise ArchiveClosed("archive is closed")
-            archive._check_writable()
-            before = archive._mutations()
-            try:
-                result = call()
-            except BaseException as exc:
-                archive._fail_if_changed(exc, before)
-                raise
+        result = self.archive._run_writing(call)
         if self.online:
             time.sleep(min(time.monotonic() - started, PAUSE_MAX))
         return result

@@ -85,18 +85,24 @@ def test_vacuum_shrinks_and_keeps_data(archive: Path, conns: Connections) -> Non
     assert set(archive_files(archive)) == {"/vac.db"}  # VACUUM's temp files left nothing
 
 
-def test_vacuum_copy_goes_through_the_archive(archive: Path, conns: Connections,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """VACUUM's transient copy of the database is a nameless archive file, not memory: seen
-    growing to the database's size while VACUUM runs, and gone (no orphan) afterwards."""
-    in_memory: list[object] = []
+@pytest.fixture
+def in_memory(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every temp file the VFS holds in memory (rather than in an archive), as made."""
+    made: list[object] = []
 
-    class NoMemoryNode(MemoryNode):
+    class CountedMemoryNode(MemoryNode):
         def __init__(self) -> None:
             super().__init__()
-            in_memory.append(self)
+            made.append(self)
 
-    monkeypatch.setattr(cartfs.vfs.vfs, "MemoryNode", NoMemoryNode)
+    monkeypatch.setattr(cartfs.vfs.vfs, "MemoryNode", CountedMemoryNode)
+    return made
+
+
+def test_vacuum_copy_goes_through_the_archive(archive: Path, conns: Connections,
+                                               in_memory: list[object]) -> None:
+    """VACUUM's transient copy of the database is a nameless archive file, not memory: seen
+    growing to the database's size while VACUUM runs, and gone (no orphan) afterwards."""
     conn = conns.connect(archive, "/vac.db")
     conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, pad BLOB)")
     with conn:
@@ -371,18 +377,10 @@ def test_wal_shared_memory_comes_from_unix_not_the_default_vfs(archive: Path,
 
 
 def test_temp_files_never_carry_rows_into_a_plain_archive_while_an_encrypted_one_is_open(
-        tmp_path: Path, conns: Connections, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, conns: Connections, in_memory: list[object]) -> None:
     """Which archive a temp file goes to is a guess ("locked last"): with an encrypted
     archive open, a plain one takes no temp files (they could hold the encrypted one's rows
     in plain text); the encrypted one still takes its own."""
-    in_memory: list[object] = []
-
-    class CountedMemoryNode(MemoryNode):
-        def __init__(self) -> None:
-            super().__init__()
-            in_memory.append(self)
-
-    monkeypatch.setattr(cartfs.vfs.vfs, "MemoryNode", CountedMemoryNode)
     secret = tmp_path / "secret.cart"
     Archive.create(secret, passphrase="pw", kdf=KdfParams.cheap()).close()
     plain = tmp_path / "plain.cart"
